@@ -1,0 +1,277 @@
+"""Per-(batch, class) voxel statistics: the one pass every fastgsl loss is built on.
+
+Every loss of the paper is a function of a handful of sums over voxels, taken per batch item ``b`` and class
+``c`` (P is the activated prediction, T the target, D the ground-truth DTM, Dp the DTM of the thresholded
+prediction):
+
+=========  =====================================  ==================================
+index      sum over voxels i                      used by
+=========  =====================================  ==================================
+``I``      ``P T``                                Dice, GDL
+``SP``     ``P``                                  Dice, GDL
+``SP2``    ``P^2``                                Dice / GDL with ``squared_pred``
+``ST``     ``T``                                  Dice, GDL (and its weights)
+``ST2``    ``T^2``                                Dice / GDL with ``squared_pred``
+``CE``     ``-T log P`` (softmax), BCE (sigmoid)  cross-entropy
+``SURF``   ``(D (1 - T - P))^2``                  GSL numerator (eq. 12)
+``D2``     ``D^2``                                GSL denominator
+``DP``     ``D P``                                Boundary loss (eq. 9)
+``HAUS``   ``(T - P)^2 (D^2 + Dp^2)``             Hausdorff loss (eq. 7)
+=========  =====================================  ==================================
+
+So the forward of any loss, or of any composite of them, is one *statistics pass* that writes a ``(B, C, K)``
+tensor, followed by cheap arithmetic on that tiny tensor (which autograd differentiates).  The backward is one
+*gradient pass*: given ``dL/dS`` of shape ``(B, C, K)`` it recomputes P from the logits and writes
+``dL/dlogits``.  Nothing of the size of the logits is stored between the two passes except the inputs.
+
+This module holds the stats layout, the plain-PyTorch host implementation of both passes (the CPU path; it
+works in cache-sized chunks, so it never writes a one-hot tensor or a full-size probability tensor), the
+``autograd.Function`` and the backend dispatch.  The Triton kernels of the same two passes live in
+``fastgsl.kernels.voxel_stats`` and must agree with this file.
+
+Gradient of the stats with respect to P (D and Dp are constants, as in the papers):
+
+    dI/dP = T, dSP/dP = 1, dSP2/dP = 2P, dSURF/dP = -2 D^2 (1 - T - P), dDP/dP = D,
+    dHAUS/dP = -2 (T - P)(D^2 + Dp^2),  and ST, ST2, D2 do not depend on P.
+
+For ``CE`` the logits gradient is taken directly: softmax ``sum_c w_c (-T_c log p_c)`` gives
+``p_j sum_c w_c T_c - w_j T_j``; sigmoid BCE gives ``w_j (p_j - T_j)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastgsl import backend as _backend
+
+I, SP, SP2, ST, ST2, CE, SURF, D2, DP, HAUS = range(10)
+K = 10
+STAT_NAMES = ("I", "SP", "SP2", "ST", "ST2", "CE", "SURF", "D2", "DP", "HAUS")
+#: stats that read the ground-truth DTM
+DTM_STATS = frozenset({SURF, D2, DP, HAUS})
+#: stats whose value depends on P (and therefore have a gradient pass term)
+P_STATS = frozenset({I, SP, SP2, CE, SURF, DP, HAUS})
+
+ACTIVATIONS = ("softmax", "sigmoid", "none")
+
+
+@dataclass(frozen=True)
+class StatSpec:
+    """What one statistics pass computes.
+
+    ``needs`` is the set of stat indices to compute (others come out as 0).  ``label_offset`` maps an integer
+    label map to channels: ``T_c = (label == c + label_offset)``; it is 1 only for a one-channel sigmoid, where
+    labels are {0, 1} and the channel is the foreground.
+    """
+
+    activation: str
+    needs: frozenset
+    label_offset: int = 0
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if CE in self.needs and self.activation == "none":
+            raise ValueError("cross-entropy needs logits: activation='none' cannot be combined with a CE term")
+
+    @property
+    def mask(self) -> int:
+        return sum(1 << k for k in self.needs)
+
+    def merged(self, other: "StatSpec") -> "StatSpec":
+        if (self.activation, self.label_offset) != (other.activation, other.label_offset):
+            raise ValueError("losses sharing one statistics pass must use the same activation")
+        return StatSpec(self.activation, self.needs | other.needs, self.label_offset)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp64 stays fp64 (for gradcheck); every other float type is upcast to fp32 for the arithmetic."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Host (PyTorch) implementation of the two passes.
+# --------------------------------------------------------------------------------------------------------------
+
+#: voxels per chunk: a few (C, chunk) fp32 temporaries stay inside the L2 cache of a CPU core.
+_CHUNK_ELEMS = 1 << 16
+
+
+def _chunks(n_vox: int, channels: int):
+    step = max(1024, _CHUNK_ELEMS // max(channels, 1))
+    for s in range(0, n_vox, step):
+        yield s, min(s + step, n_vox)
+
+
+def _activate(z: torch.Tensor, activation: str, want_log: bool):
+    """P (and log P for softmax CE) of a (C, n) chunk of logits."""
+    if activation == "softmax":
+        m = z.amax(0, keepdim=True)
+        e = (z - m).exp_()
+        s = e.sum(0, keepdim=True)
+        p = e.div_(s)
+        logp = (z - m).sub_(s.log()) if want_log else None
+        return p, logp
+    if activation == "sigmoid":
+        return torch.sigmoid(z), None
+    return z, None
+
+
+def _target_chunk(target, b, s, e, channels, offset, cd):
+    if target.dtype.is_floating_point:
+        return target[b, :, s:e].to(cd)
+    lab = target[b, s:e]
+    classes = torch.arange(offset, offset + channels, device=lab.device).unsqueeze(1)
+    return (lab.unsqueeze(0) == classes).to(cd)
+
+
+def _flatten_inputs(logits, target, dtm, dtm_pred):
+    B, C = logits.shape[:2]
+    n = logits[0, 0].numel()
+    z = logits.reshape(B, C, n)
+    t = target.reshape(B, C, n) if target.dtype.is_floating_point else target.reshape(B, n)
+    d = None if dtm is None else dtm.reshape(B, C, n)
+    dp = None if dtm_pred is None else dtm_pred.reshape(B, C, n)
+    return z, t, d, dp
+
+
+def voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+    """Statistics pass on the host: returns ``(B, C, K)`` sums in fp32 (fp64 for fp64 logits).
+
+    Reads logits ``(B, C, *sp)``, target (integer labels ``(B, *sp)`` or float ``(B, C, *sp)``), and the DTMs
+    when a DTM stat is needed.  Chunks are summed in a fixed order, so the result is bit-reproducible.
+    """
+    cd = compute_dtype(logits.dtype)
+    z, t, d, dp = _flatten_inputs(logits, target, dtm, dtm_pred)
+    B, C, n = z.shape
+    need = spec.needs
+    out = torch.zeros(B, C, K, dtype=cd, device=logits.device)
+    for b in range(B):
+        for s, e in _chunks(n, C):
+            zc = z[b, :, s:e].to(cd)
+            p, logp = _activate(zc, spec.activation, CE in need)
+            tc = _target_chunk(t, b, s, e, C, spec.label_offset, cd)
+            acc = out[b]
+            if I in need:
+                acc[:, I] += (p * tc).sum(1)
+            if SP in need:
+                acc[:, SP] += p.sum(1)
+            if SP2 in need:
+                acc[:, SP2] += (p * p).sum(1)
+            if ST in need:
+                acc[:, ST] += tc.sum(1)
+            if ST2 in need:
+                acc[:, ST2] += (tc * tc).sum(1)
+            if CE in need:
+                if spec.activation == "softmax":
+                    acc[:, CE] -= (tc * logp).sum(1)
+                else:  # numerically stable BCE with logits
+                    bce = zc.clamp_min(0) - zc * tc + torch.log1p(torch.exp(-zc.abs()))
+                    acc[:, CE] += bce.sum(1)
+            if need & DTM_STATS:
+                dc = d[b, :, s:e].to(cd)
+                dd = dc * dc
+                if SURF in need:
+                    r = (1.0 - tc - p) * dc
+                    acc[:, SURF] += (r * r).sum(1)
+                if D2 in need:
+                    acc[:, D2] += dd.sum(1)
+                if DP in need:
+                    acc[:, DP] += (dc * p).sum(1)
+                if HAUS in need:
+                    w = dd if dp is None else dd + dp[b, :, s:e].to(cd).square()
+                    diff = tc - p
+                    acc[:, HAUS] += (diff * diff * w).sum(1)
+    return out
+
+
+def voxel_stats_backward_torch(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+    """Gradient pass on the host: ``dL/dlogits`` in the logits' dtype, from ``grad_stats = dL/dS`` (B, C, K)."""
+    cd = compute_dtype(logits.dtype)
+    z, t, d, dp = _flatten_inputs(logits, target, dtm, dtm_pred)
+    B, C, n = z.shape
+    need = spec.needs & P_STATS
+    gs = grad_stats.to(cd)
+    grad = torch.empty_like(z)
+    for b in range(B):
+        coef = gs[b].unsqueeze(-1)  # (C, K, 1): per-class coefficients broadcast over voxels
+        for s, e in _chunks(n, C):
+            zc = z[b, :, s:e].to(cd)
+            p, _ = _activate(zc, spec.activation, False)
+            tc = _target_chunk(t, b, s, e, C, spec.label_offset, cd)
+            g = torch.zeros_like(p)  # dL/dP
+            if I in need:
+                g += coef[:, I] * tc
+            if SP in need:
+                g += coef[:, SP]
+            if SP2 in need:
+                g += 2.0 * coef[:, SP2] * p
+            if need & DTM_STATS:
+                dc = d[b, :, s:e].to(cd)
+                dd = dc * dc
+                if SURF in need:
+                    g -= 2.0 * coef[:, SURF] * dd * (1.0 - tc - p)
+                if DP in need:
+                    g += coef[:, DP] * dc
+                if HAUS in need:
+                    w = dd if dp is None else dd + dp[b, :, s:e].to(cd).square()
+                    g -= 2.0 * coef[:, HAUS] * (tc - p) * w
+            if spec.activation == "softmax":
+                dz = p * (g - (p * g).sum(0, keepdim=True))
+            elif spec.activation == "sigmoid":
+                dz = g * p * (1.0 - p)
+            else:
+                dz = g
+            if CE in need:
+                wce = coef[:, CE]
+                if spec.activation == "softmax":
+                    dz += p * (wce * tc).sum(0, keepdim=True) - wce * tc
+                else:
+                    dz += wce * (p - tc)
+            grad[b, :, s:e] = dz.to(grad.dtype)
+    return grad.reshape(logits.shape)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# autograd.Function and dispatch.
+# --------------------------------------------------------------------------------------------------------------
+
+def _impl(logits: torch.Tensor):
+    if _backend.resolve(logits.device) == "triton":
+        from fastgsl.kernels import voxel_stats as triton_impl
+
+        return triton_impl.voxel_stats_forward, triton_impl.voxel_stats_backward
+    return voxel_stats_forward_torch, voxel_stats_backward_torch
+
+
+class VoxelStatsFunction(torch.autograd.Function):
+    """``S = voxel_stats(logits, target, dtm, dtm_pred)``; gradients flow to ``logits`` only."""
+
+    @staticmethod
+    def forward(ctx, logits, target, dtm, dtm_pred, spec):
+        fwd, _ = _impl(logits)
+        ctx.spec = spec
+        ctx.save_for_backward(logits, target, dtm, dtm_pred)
+        return fwd(logits, target, dtm, dtm_pred, spec)
+
+    @staticmethod
+    def backward(ctx, grad_stats):
+        logits, target, dtm, dtm_pred = ctx.saved_tensors
+        _, bwd = _impl(logits)
+        grad = bwd(grad_stats.contiguous(), logits, target, dtm, dtm_pred, ctx.spec)
+        return grad, None, None, None, None
+
+
+def voxel_stats(logits, target, dtm=None, dtm_pred=None, *, spec: StatSpec) -> torch.Tensor:
+    """Differentiable ``(B, C, K)`` voxel statistics; see the module docstring for the layout."""
+    if spec.needs & DTM_STATS and dtm is None:
+        raise ValueError("a DTM statistic was requested but no dtm was given")
+    if not spec.needs & DTM_STATS:
+        dtm = dtm_pred = None
+    return VoxelStatsFunction.apply(logits, target, dtm, dtm_pred, spec)
+
+
+__all__ = ["I", "SP", "SP2", "ST", "ST2", "CE", "SURF", "D2", "DP", "HAUS", "K", "STAT_NAMES", "StatSpec",
+           "voxel_stats", "voxel_stats_forward_torch", "voxel_stats_backward_torch", "VoxelStatsFunction",
+           "compute_dtype"]
