@@ -6,6 +6,9 @@
 * ``triton``: always the Triton kernels.  On CPU tensors they run under the Triton interpreter, which must be
   enabled with ``TRITON_INTERPRET=1`` *before* triton is first imported;
 * ``torch``: always the PyTorch host path (any device).
+
+``FASTGSL_ATOMICS=1`` lets the Triton statistics pass reduce with atomics (faster by one launch, not
+bit-reproducible); by default the reduction is two-stage and fixed-order.
 """
 from __future__ import annotations
 
@@ -41,3 +44,15 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def atomics_enabled() -> bool:
+    """Whether the Triton statistics pass may reduce with atomics (``FASTGSL_ATOMICS=1``; default off).
+
+    Atomics save the second reduction launch but add the per-program partial sums in a run-dependent order, so
+    results are no longer bit-reproducible.  They stay off whenever ``torch.use_deterministic_algorithms(True)``
+    is in force.
+    """
+    if os.environ.get("FASTGSL_ATOMICS", "0").strip() not in ("1", "true", "True", "yes"):
+        return False
+    return not torch.are_deterministic_algorithms_enabled()
