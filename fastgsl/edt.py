@@ -7,27 +7,460 @@ Contract (other modules rely on it):
     Euclidean distance (in physical units, voxel centre to voxel centre) from every voxel to the nearest True
     voxel of its own batch item; 0 at the sites; ``+inf`` everywhere in an item with no site.
 
-This first version delegates to scipy per item.  The CUDA kernel issue replaces the internals (a batched
-Maurer-style kernel on the GPU, the same source built for the host on the CPU) without changing the contract.
+Batched signed maps (used by :mod:`fastgsl.dtm`, which resolves the ``fill=`` policies):
+
+``signed_dtm(mask, spacing=None, *, spatial_dims, convention="itk", fill_value=0.0)``
+    DTM of every mask in ``(..., *spatial)`` (nonzero = object); float32, same shape and device.
+``labels_dtm(labels, num_classes, spacing=None, *, convention="itk", fill_value=0.0)``
+    ``(B, *spatial)`` integer labels -> ``(B, C, *spatial)``; channel ``c`` is the DTM of ``labels == c``, the
+    label test being done inside the kernel (no one-hot tensor).  Labels outside ``[0, C)`` match no class.
+
+The conventions are those of :mod:`fastgsl.dtm`; a mask with no object (no background) gets ``+fill_value``
+(``-fill_value``) everywhere.
+
+Engines, one source: ``kernels/edt.cu`` (separable squared-distance passes, Maurer et al. 2003 lower envelope,
+float64 squared distances so that unit-spacing results are exact).
+
+* ``"cupy"``: CUDA tensors, the source compiled by CuPy (NVRTC) and launched on torch's current stream; tensors
+  are exchanged zero-copy through DLPack.  One launch sequence (1 + spatial_dims - 1 kernels) for the batch.
+* ``"host"``: CPU tensors (and CUDA tensors when CuPy is missing, through a host copy, with a warning); the same
+  source compiled as C++ (``kernels/edt_host.cpp``) by ``setup.py``, or on first use into
+  ``$FASTGSL_CACHE_DIR`` (default ``~/.cache/fastgsl``) when the package was not built; threads across lines,
+  ``torch.get_num_threads()`` of them.
+* ``"scipy"``: last resort when the host library can neither be found nor compiled; a warning says so once.
+
+:func:`engine_name` tells which engine a device gets; ``last_engine`` names the one used by the latest call.
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import importlib.machinery
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
 import numpy as np
 import torch
-from scipy import ndimage
+
+MODES = {"sites": 0, "itk": 1, "edt": 2, "kervadec": 3}
+CONVENTIONS = ("itk", "kervadec", "edt")
+
+#: name of the engine used by the latest call ("cupy", "host" or "scipy")
+last_engine: str | None = None
+#: path of the loaded host library, or None
+host_library_path: str | None = None
+
+_SUFFIX = {torch.uint8: "u8", torch.bool: "u8", torch.int8: "i8", torch.int16: "i16", torch.int32: "i32",
+           torch.int64: "i64", torch.float32: "f32", torch.float64: "f64"}
+_ABI_VERSION = 2
+_MAX_AXIS = 2 ** 31 - 1  # positions along a line are 32-bit in the kernels; offsets are 64-bit
+_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+def _kernel_dir() -> Path:
+    try:
+        import fastgsl.kernels as k
+        d = Path(k.__file__).parent
+        if (d / "edt.cu").exists():
+            return d
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parent.parent / "kernels"
+
+
+def kernel_source() -> str:
+    """Text of ``kernels/edt.cu`` (what CuPy compiles)."""
+    return (_kernel_dir() / "edt.cu").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------- host engine
+def _bind(lib: ctypes.CDLL):
+    ll, i32, dbl, vp = ctypes.c_longlong, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
+    for sfx in set(_SUFFIX.values()):
+        fn = getattr(lib, f"fastgsl_edt_first_{sfx}")
+        fn.argtypes = [vp, vp, ll, ll, i32, ll, ll, ll, dbl, i32, i32]
+        fn.restype = i32
+    lib.fastgsl_edt_envelope.argtypes = [vp, vp, ll, ll, ll, ll, dbl, i32, i32, dbl, i32, i32]
+    lib.fastgsl_edt_envelope.restype = i32
+    lib.fastgsl_edt_abi_version.restype = i32
+    if lib.fastgsl_edt_abi_version() != _ABI_VERSION:
+        raise OSError("host EDT library has a different ABI version")
+    return lib
+
+
+def _source_hash(kdir: Path) -> str:
+    """sha256 prefix of the host sources (setup.py computes the same digest and compiles it into the library)."""
+    h = hashlib.sha256()
+    for name in ("edt.cu", "edt_host.cpp"):
+        h.update((kdir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _compile_host(kdir: Path, digest: str) -> Path:
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if not cxx:
+        raise OSError("no C++ compiler found (set CXX)")
+    flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC", "-pthread",
+             f'-DFASTGSL_EDT_SOURCE_HASH="{digest}"']
+    key = hashlib.sha256((digest + " ".join([cxx] + flags)).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("FASTGSL_CACHE_DIR")
+                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastgsl")
+    target = cache / f"edt_host_{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+    os.close(fd)
+    try:
+        res = subprocess.run([cxx, *flags, "-o", tmp, str(kdir / "edt_host.cpp")], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise OSError(f"compiling the host EDT failed: {res.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _open(path) -> ctypes.CDLL:
+    lib = _bind(ctypes.CDLL(str(path)))
+    lib.fastgsl_edt_source_hash.restype = ctypes.c_char_p
+    return lib
+
+
+def _load_host():
+    """(library, path), or (None, reason).
+
+    Order: the library built by setup.py (``fastgsl/_edt_host*.so``) if it was built from the current sources;
+    else the same sources compiled on demand into the cache directory; else a stale built library (same ABI)."""
+    here = Path(__file__).resolve().parent
+    kdir = _kernel_dir()
+    have_src = (kdir / "edt.cu").exists() and (kdir / "edt_host.cpp").exists()
+    digest = _source_hash(kdir) if have_src else None
+    errors, stale = [], []
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        p = here / f"_edt_host{suffix}"
+        if not p.exists():
+            continue
+        try:
+            lib = _open(p)
+        except (OSError, AttributeError) as e:
+            errors.append(f"{p}: {e}")
+            continue
+        if digest is None or lib.fastgsl_edt_source_hash().decode() == digest:
+            return lib, str(p)
+        stale.append((lib, str(p)))
+    if have_src:
+        try:
+            p = _compile_host(kdir, digest)
+            return _open(p), str(p)
+        except (OSError, AttributeError, subprocess.SubprocessError) as e:
+            errors.append(str(e))
+    if stale:
+        return stale[0]
+    return None, "; ".join(errors) or "no built library and no kernel sources"
+
+
+class _HostEngine:
+    name = "host"
+    #: tests set this to run the lower-envelope stacks in the GPU's slot-minor (strided) layout
+    interleave = False
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    @staticmethod
+    def _threads() -> int:
+        return max(1, torch.get_num_threads())
+
+    def first(self, src, F, nlines, C, nonzero, n0, n1, n2, s, mode):
+        fn = getattr(self.lib, f"fastgsl_edt_first_{_SUFFIX[src.dtype]}")
+        rc = fn(src.data_ptr(), F.data_ptr(), nlines, C, int(nonzero), n0, n1, n2, s, mode, self._threads())
+        if rc:
+            raise MemoryError("host EDT: a worker thread failed (out of memory or no thread available)")
+
+    def envelope(self, F, out, nlines, N, n, inner, s, mode, final, fill):
+        rc = self.lib.fastgsl_edt_envelope(F.data_ptr(), out.data_ptr(), nlines, N, n, inner, s, mode, int(final),
+                                           fill, self._threads(), int(self.interleave))
+        if rc:
+            raise MemoryError("host EDT: a worker thread failed (out of memory or no thread available)")
+
+
+# ----------------------------------------------------------------------------------------------------- CUDA engine
+class _CupyEngine:
+    """Launches ``kernels/edt.cu`` through CuPy on torch's current stream; all buffers are torch allocations."""
+
+    name = "cupy"
+    block = 128
+    workspace_bytes = 512 * 2 ** 20  # cap on the lower-envelope stacks of one pass
+
+    def __init__(self, cupy):
+        self.cp = cupy
+        self._modules = {}
+
+    def _fn(self, name: str):
+        dev = self.cp.cuda.Device().id
+        mod = self._modules.get(dev)
+        if mod is None:
+            # no FMA contraction: the GPU then rounds exactly like the host build (bit-identical results)
+            mod = self.cp.RawModule(code=kernel_source(), options=("-std=c++14", "--fmad=false"))
+            self._modules[dev] = mod
+        return mod.get_function(name)
+
+    def _arr(self, t: torch.Tensor):
+        # zero-copy; the current CuPy stream is torch's, so the DLPack exchange needs no synchronisation
+        try:
+            return self.cp.from_dlpack(t)
+        except Exception:  # older torch/CuPy pairs: __cuda_array_interface__ (carries no stream, so no sync)
+            return self.cp.asarray(t)
+
+    def _context(self, device: torch.device):
+        stream = torch.cuda.current_stream(device)
+        return self.cp.cuda.Device(device.index), self.cp.cuda.ExternalStream(stream.cuda_stream)
+
+    def first(self, src, F, nlines, C, nonzero, n0, n1, n2, s, mode):
+        dev_ctx, stream_ctx = self._context(src.device)
+        with dev_ctx, stream_ctx:
+            fn = self._fn(f"edt_first_{_SUFFIX[src.dtype]}")
+            grid = max(1, min(-(-nlines // self.block), 2 ** 20))
+            fn((grid,), (self.block,),
+               (self._arr(src), self._arr(F), np.int64(nlines), np.int64(C), np.int32(nonzero), np.int64(n0),
+                np.int64(n1), np.int64(n2), np.float64(s), np.int32(mode)))
+
+    def envelope(self, F, out, nlines, N, n, inner, s, mode, final, fill):
+        wlen = 2 * n
+        slots = min(nlines, max(self.block, self.workspace_bytes // (12 * wlen)))
+        grid = max(1, -(-slots // self.block))
+        wslots = grid * self.block
+        wg = torch.empty(wslots * wlen, dtype=torch.float64, device=F.device)
+        wh = torch.empty(wslots * wlen, dtype=torch.int32, device=F.device)
+        dev_ctx, stream_ctx = self._context(F.device)
+        with dev_ctx, stream_ctx:
+            fn = self._fn("edt_envelope")
+            fn((grid,), (self.block,),
+               (self._arr(F), self._arr(out), np.int64(nlines), np.int64(N), np.int64(n), np.int64(inner),
+                np.float64(s), np.int32(mode), np.int32(int(final)), np.float64(fill), self._arr(wg), self._arr(wh),
+                np.int64(wslots)))
+        # the workspace goes back to torch's caching allocator, stream-ordered on this stream: no sync needed
+
+
+_engines: dict[str, object] = {}
+
+
+def _host_engine():
+    global host_library_path
+    with _lock:
+        if "host" not in _engines:
+            lib, where = _load_host()
+            _engines["host"] = _HostEngine(lib) if lib is not None else None
+            _engines["host_reason"] = None if lib is not None else where
+            host_library_path = where if lib is not None else None
+        return _engines["host"]
+
+
+def _cupy_engine():
+    with _lock:
+        if "cupy" not in _engines:
+            try:
+                import cupy
+                if cupy.cuda.runtime.getDeviceCount() < 1:
+                    raise RuntimeError("CuPy sees no CUDA device")
+                _engines["cupy"], _engines["cupy_reason"] = _CupyEngine(cupy), None
+            except Exception as e:  # ImportError, CUDA driver errors
+                _engines["cupy"], _engines["cupy_reason"] = None, f"{type(e).__name__}: {e}"
+        return _engines["cupy"]
+
+
+def cupy_unavailable_reason() -> str | None:
+    """Why CUDA tensors cannot use the CuPy engine, or None if they can."""
+    _cupy_engine()
+    return _engines["cupy_reason"]
+
+
+def engine_name(device="cpu") -> str:
+    """``"cupy"``, ``"host"`` or ``"scipy"``: the engine a tensor on ``device`` is computed with."""
+    device = torch.device(device)
+    if device.type == "cuda" and _cupy_engine() is not None:
+        return "cupy"
+    return "host" if _host_engine() is not None else "scipy"
+
+
+# ----------------------------------------------------------------------------------------------------- scipy path
+def _scipy_item(m: np.ndarray, spacing, mode: int, fill: float) -> np.ndarray:
+    """Reference DTM of one boolean array with scipy; the last resort when the host library is unavailable."""
+    from scipy import ndimage
+    if mode == MODES["sites"]:
+        if not m.any():
+            return np.full(m.shape, np.inf, np.float32)
+        return ndimage.distance_transform_edt(~m, sampling=spacing).astype(np.float32)
+    if not m.any():
+        return np.full(m.shape, fill, np.float32)
+    if m.all():
+        return np.full(m.shape, -fill, np.float32)
+    if mode == MODES["itk"]:
+        contour = m & ~ndimage.binary_erosion(m, structure=np.ones((3,) * m.ndim, bool), border_value=1)
+        dist = ndimage.distance_transform_edt(~contour, sampling=spacing)
+        out = np.where(m, -dist, dist)
+    elif mode == MODES["kervadec"]:
+        out = ndimage.distance_transform_edt(~m, sampling=spacing) * ~m \
+            - (ndimage.distance_transform_edt(m, sampling=spacing) - 1) * m
+    else:
+        out = ndimage.distance_transform_edt(~m, sampling=spacing) - ndimage.distance_transform_edt(m, sampling=spacing)
+    return out.astype(np.float32)
+
+
+def _scipy_run(src: torch.Tensor, nonzero: bool, C: int, shape, spacing, mode: int, fill: float) -> torch.Tensor:
+    arr = src.detach().cpu().reshape((-1,) + tuple(shape)).numpy()
+    B = arr.shape[0]
+    out = np.empty((B * C,) + tuple(shape), np.float32)
+    for b in range(B):
+        for c in range(C):
+            m = arr[b] != 0 if nonzero else arr[b] == c
+            out[b * C + c] = _scipy_item(m, spacing, mode, fill)
+    return torch.from_numpy(out).reshape(-1).to(src.device)
+
+
+# ----------------------------------------------------------------------------------------------------- driver
+def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
+    if spacing is None:
+        return (1.0,) * ndim
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        spacing = (float(spacing),) * ndim
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except TypeError:
+        raise TypeError(f"spacing must be a number or a sequence of numbers, got {spacing!r}") from None
+    if len(sp) != ndim:
+        raise ValueError(f"spacing has {len(sp)} entries but the data has {ndim} spatial dimensions")
+    if any(not math.isfinite(s) or s <= 0 for s in sp):
+        raise ValueError(f"spacing must be positive and finite, got {sp}")
+    return sp
+
+
+def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int, fill: float) -> torch.Tensor:
+    """Flat float32 result for items = (src items) x C.  ``src`` is contiguous with a supported dtype."""
+    global last_engine
+    if any(n > _MAX_AXIS for n in shape):
+        raise ValueError(f"spatial axes longer than {_MAX_AXIS} are not supported, got {tuple(shape)}")
+    N = math.prod(shape)
+    items = (src.numel() // N if N else 0) * C
+    device = src.device
+    if items * N == 0:
+        return torch.empty(0, dtype=torch.float32, device=device)
+    engine = None
+    if device.type == "cuda":
+        engine = _cupy_engine()
+        if engine is None and _host_engine() is not None:
+            _warn_once("cupy", "fastgsl.edt: CuPy is unavailable (" + str(_engines["cupy_reason"]) + "); CUDA "
+                       "tensors are transformed by the host build through a CPU copy")
+            last_engine = "host"
+            return _run(src.cpu(), nonzero=nonzero, C=C, shape=shape, spacing=spacing, mode=mode,
+                        fill=fill).to(device)
+    else:
+        engine = _host_engine()
+    if engine is None:
+        _warn_once("scipy", "fastgsl.edt: the native host EDT library is unavailable ("
+                   + str(_engines.get("host_reason")) + "); falling back to scipy, one item at a time (slow)")
+        last_engine = "scipy"
+        return _scipy_run(src, nonzero, C, shape, spacing, mode, fill)
+    n0, n1, n2 = (1, *shape) if len(shape) == 2 else tuple(shape)
+    F = torch.empty(items * N, dtype=torch.float64, device=device)
+    out = torch.empty(items * N, dtype=torch.float32, device=device)
+    engine.first(src, F, items * n0 * n1, C, nonzero, n0, n1, n2, spacing[-1], mode)
+    for ax in range(len(shape) - 2, -1, -1):
+        n = shape[ax]
+        engine.envelope(F, out, items * N // n, N, n, math.prod(shape[ax + 1:]), spacing[ax], mode, ax == 0, fill)
+    last_engine = engine.name
+    return out
+
+
+def _mask_source(mask: torch.Tensor) -> torch.Tensor:
+    if mask.dtype == torch.bool:
+        return mask.contiguous().view(torch.uint8)
+    if mask.dtype in _SUFFIX:
+        return mask.contiguous()
+    return (mask != 0).contiguous().view(torch.uint8)  # half, bfloat16, complex, unsigned wide ints
+
+
+def _check_dims(x: torch.Tensor, spatial_dims, what: str):
+    if spatial_dims not in (2, 3) or x.ndim < spatial_dims:
+        raise ValueError(f"{what}: spatial_dims must be 2 or 3 and at most the tensor's ndim; got spatial_dims="
+                         f"{spatial_dims} for a tensor of shape {tuple(x.shape)}")
 
 
 def distance_to_sites(sites: torch.Tensor, spacing=None, *, spatial_dims: int) -> torch.Tensor:
+    if not isinstance(sites, torch.Tensor):
+        raise TypeError(f"sites must be a torch.Tensor, got {type(sites).__name__}")
     if sites.dtype != torch.bool:
         raise TypeError(f"sites must be a bool tensor, got {sites.dtype}")
-    if spatial_dims not in (2, 3) or sites.ndim < spatial_dims:
-        raise ValueError(f"spatial_dims must be 2 or 3 and at most sites.ndim, got {spatial_dims}")
+    _check_dims(sites, spatial_dims, "distance_to_sites")
     shape = tuple(sites.shape[sites.ndim - spatial_dims:])
-    sp = (1.0,) * spatial_dims if spacing is None else tuple(float(s) for s in spacing)
-    if len(sp) != spatial_dims:
-        raise ValueError(f"spacing has {len(sp)} entries for {spatial_dims} spatial dimensions")
-    flat = sites.reshape((-1,) + shape).cpu().numpy()
-    out = np.empty(flat.shape, np.float32)
-    for i, s in enumerate(flat):
-        out[i] = ndimage.distance_transform_edt(~s, sampling=sp) if s.any() else np.inf
-    return torch.from_numpy(out).reshape(sites.shape).to(sites.device)
+    sp = _check_spacing(spacing, spatial_dims)
+    out = _run(_mask_source(sites), nonzero=True, C=1, shape=shape, spacing=sp, mode=MODES["sites"],
+               fill=math.inf)
+    return out.reshape(sites.shape)
+
+
+def _check_convention(convention):
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+
+
+def _check_fill(fill_value) -> float:
+    if isinstance(fill_value, bool) or not isinstance(fill_value, (int, float)) or not math.isfinite(fill_value):
+        raise ValueError(f"fill_value must be a finite number, got {fill_value!r}")
+    return float(fill_value)
+
+
+def signed_dtm(mask: torch.Tensor, spacing=None, *, spatial_dims: int, convention: str = "itk",
+               fill_value: float = 0.0) -> torch.Tensor:
+    """Signed DTM (``convention`` as in :mod:`fastgsl.dtm`) of every mask in ``mask`` ``(..., *spatial)``, nonzero =
+    object, in one launch sequence; float32, same shape and device.  Masks without object get ``+fill_value``,
+    masks without background ``-fill_value``."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    _check_convention(convention)
+    _check_dims(mask, spatial_dims, "signed_dtm")
+    shape = tuple(mask.shape[mask.ndim - spatial_dims:])
+    sp = _check_spacing(spacing, spatial_dims)
+    out = _run(_mask_source(mask), nonzero=True, C=1, shape=shape, spacing=sp, mode=MODES[convention],
+               fill=_check_fill(fill_value))
+    return out.reshape(mask.shape)
+
+
+def labels_dtm(labels: torch.Tensor, num_classes: int, spacing=None, *, convention: str = "itk",
+               fill_value: float = 0.0) -> torch.Tensor:
+    """Signed DTM of ``labels == c`` for every class ``c < num_classes``: ``(B, *spatial)`` -> ``(B, C, *spatial)``,
+    with ``labels.ndim - 1`` (2 or 3) spatial dimensions.  The class test runs inside the kernel."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    _check_convention(convention)
+    spatial_dims = labels.ndim - 1
+    _check_dims(labels, spatial_dims, "labels_dtm (labels are (B, *spatial))")
+    shape = tuple(labels.shape[1:])
+    sp = _check_spacing(spacing, spatial_dims)
+    src = labels.contiguous() if labels.dtype in _SUFFIX else labels.to(torch.int64).contiguous()
+    out = _run(src, nonzero=False, C=num_classes, shape=shape, spacing=sp, mode=MODES[convention],
+               fill=_check_fill(fill_value))
+    return out.reshape((labels.shape[0], num_classes) + shape)
+
+
+__all__ = ["distance_to_sites", "signed_dtm", "labels_dtm", "engine_name", "cupy_unavailable_reason",
+           "kernel_source", "CONVENTIONS", "MODES"]
