@@ -1,0 +1,502 @@
+"""fastgsl.metrics against the peers themselves: MONAI 1.6 (``convention="monai"``), SimpleITK running the paper's
+evaluation (``convention="paper"``) and DeepMind ``surface-distance`` (where its surfel definition coincides).
+
+Inputs are random blobs (odd sizes, 2-D and 3-D, several classes, objects touching the border) with injected edge
+cases: one-voxel objects, empty and full masks, on isotropic, anisotropic and per-item spacing.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from fastgsl.metrics import (average_surface_distance, dice_score, hausdorff_distance, segment_quantile,
+                             surface_dice)
+
+monai_metrics = pytest.importorskip("monai.metrics")
+sitk = pytest.importorskip("SimpleITK")
+surface_distance = pytest.importorskip("surface_distance")
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning",
+                                        "ignore::DeprecationWarning", "ignore::RuntimeWarning")
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs
+
+def blobs(rng, B, C, shape, sigma=1.3):
+    """Independent random binary blobs per (item, channel): several components, many touching the border."""
+    f = rng.standard_normal((B, C) + shape)
+    out = np.empty(f.shape, bool)
+    for b in range(B):
+        for c in range(C):
+            g = ndimage.gaussian_filter(f[b, c], sigma)
+            out[b, c] = g > np.quantile(g, rng.uniform(0.4, 0.8))
+    return out
+
+
+def with_edge_cases(m_p, m_t):
+    """Inject edge cases into channels >= 1 (background channel 0 is dropped by default)."""
+    p, t = m_p.copy(), m_t.copy()
+    B, C = p.shape[:2]
+    corner = (0,) * (p.ndim - 2)
+    centre = tuple(n // 2 for n in p.shape[2:])
+    # item 0, class 1: one-voxel prediction in the corner (touches the border) vs a one-voxel target in the centre
+    p[0, 1] = False
+    p[(0, 1) + corner] = True
+    t[0, 1] = False
+    t[(0, 1) + centre] = True
+    # item 1: class 1 both empty, class 2 prediction empty; item 0 class 2: target empty
+    p[1, 1] = t[1, 1] = False
+    p[1, 2] = False
+    t[0, 2] = False
+    if C > 3:
+        # item 1, class 3: full target against a blob; item 0, class 3: both full
+        t[1, 3] = True
+        p[0, 3] = t[0, 3] = True
+    return torch.from_numpy(p), torch.from_numpy(t)
+
+
+def case(dim, seed=0, B=3, C=5):
+    rng = np.random.default_rng(seed)
+    shape = (19, 23) if dim == 2 else (13, 11, 15)
+    return with_edge_cases(blobs(rng, B, C, shape), blobs(rng, B, C, shape))
+
+
+SPACINGS = {
+    2: [None, (0.7, 1.3), [(0.5, 1.1), (1.0, 1.0), (2.0, 0.9)]],
+    3: [None, (1.5, 0.8, 1.1), [(0.6, 0.9, 2.5), (1.0, 1.0, 1.0), (1.5, 0.8, 1.1)]],
+}
+
+
+def monai_spacing(spacing):
+    return [list(s) for s in spacing] if isinstance(spacing, list) else spacing
+
+
+def one_empty(p, t, include_background=False):
+    dims = tuple(range(2, p.ndim))
+    a, b = p.any(dims), t.any(dims)
+    x = a ^ b
+    return x if include_background else x[:, 1:]
+
+
+def assert_close(ours, ref, **kw):
+    ref = torch.as_tensor(ref, dtype=torch.float32)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    torch.testing.assert_close(ours, ref, equal_nan=True, **{**TOL, **kw})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# exact percentile by selection
+
+def test_segment_quantile_equals_linear_quantile():
+    rng = np.random.default_rng(0)
+    counts = [1, 2, 7, 0, 50, 333, 1000, 3]
+    vals = []
+    for n in counts:
+        # ties and zeros on purpose: voxel distances repeat a lot
+        vals.append(np.round(rng.exponential(3.0, n) * 4) / 4 if n % 2 else rng.exponential(3.0, n))
+    vals.append(10.0 ** rng.uniform(-6, 6, 777))  # every exponent: all three radix digits matter
+    vals.append(np.repeat(rng.uniform(0, 9, 40), 5))  # heavy ties
+    counts += [777, 200]
+    flat = torch.from_numpy(np.concatenate(vals).astype(np.float32))
+    for q in (0.0, 0.05, 0.5, 0.95, 0.999, 1.0, float(rng.uniform())):
+        ours = segment_quantile(flat, torch.tensor(counts), q)
+        for s, v in enumerate(vals):
+            v32 = v.astype(np.float32).astype(np.float64)
+            if len(v) == 0:
+                assert math.isnan(ours[s])
+                continue
+            ref_np = np.percentile(v32, q * 100)
+            ref_torch = torch.quantile(torch.from_numpy(v32), q).item()
+            assert ours[s].item() == pytest.approx(ref_np, rel=1e-12, abs=1e-12)
+            assert ours[s].item() == pytest.approx(ref_torch, rel=1e-12, abs=1e-12)
+
+
+def test_segment_quantile_handles_inf_and_single_values():
+    vals = torch.tensor([float("inf"), 2.0, float("inf"), 0.0, 5.0, 5.0, 5.0])
+    out = segment_quantile(vals, torch.tensor([1, 2, 1, 3]), 0.95)
+    assert math.isinf(out[0]) and out[2] == 0.0 and out[3] == 5.0
+    assert math.isinf(out[1])  # 2 + 0.95 * (inf - 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# convention="monai" against MONAI itself
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("sp_index", [0, 1, 2])
+def test_hausdorff_matches_monai(dim, sp_index):
+    p, t = case(dim, seed=dim + 10 * sp_index)
+    spacing = SPACINGS[dim][sp_index]
+    for kw in (dict(), dict(percentile=95), dict(percentile=37.5, directed=True), dict(directed=True)):
+        ours = hausdorff_distance(p, t, spacing=spacing, **kw)
+        ref = monai_metrics.compute_hausdorff_distance(p.float(), t.float(), spacing=monai_spacing(spacing), **kw)
+        if "percentile" in kw:
+            # documented divergence: MONAI gives nan (inf - inf in torch.quantile), fastgsl gives +inf
+            oe = one_empty(p, t)
+            assert oe.any() and torch.isnan(ref[oe]).all() and torch.isinf(ours[oe]).all()
+            ref = torch.where(oe, torch.full_like(ref, float("inf")), ref)
+        assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("sp_index", [0, 1, 2])
+def test_average_surface_distance_matches_monai(dim, sp_index):
+    p, t = case(dim, seed=100 + dim + 10 * sp_index)
+    spacing = SPACINGS[dim][sp_index]
+    for symmetric in (True, False):
+        ours = average_surface_distance(p, t, spacing=spacing, symmetric=symmetric)
+        ref = monai_metrics.compute_average_surface_distance(p.float(), t.float(), symmetric=symmetric,
+                                                             spacing=monai_spacing(spacing))
+        assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("sp_index", [0, 1, 2])
+def test_surface_dice_matches_monai(dim, sp_index):
+    p, t = case(dim, seed=200 + dim + 10 * sp_index)
+    spacing = SPACINGS[dim][sp_index]
+    # exact-distance thresholds on purpose (1, sqrt 2, 2 voxels): "<=" must count the ties
+    for tol in ([1.0, 1.4142135, 2.0, 0.0], 1.5):
+        ours = surface_dice(p, t, tol, spacing=spacing)
+        thr = tol if isinstance(tol, list) else [tol] * 4
+        ref = monai_metrics.compute_surface_dice(p.float(), t.float(), thr, spacing=monai_spacing(spacing))
+        assert_close(ours, ref)
+
+
+def test_include_background_and_label_maps_match_monai():
+    rng = np.random.default_rng(7)
+    shape = (15, 17, 13)
+    C = 5
+    lab = []
+    for _ in range(2):
+        f = ndimage.gaussian_filter(rng.standard_normal((2, C) + shape), (0, 0, 1.5, 1.5, 1.5))
+        lab.append(torch.from_numpy(f.argmax(1)))
+    lp, lt = lab
+    lp[1][lp[1] == 3] = 0  # class 3 absent from one prediction
+    onehot = lambda x: x[:, None] == torch.arange(C).view(1, C, 1, 1, 1)
+    P, T = onehot(lp), onehot(lt)
+    sp = (1.2, 0.9, 0.6)
+    for bg in (True, False):
+        for fn, ref_fn, kw in ((hausdorff_distance, monai_metrics.compute_hausdorff_distance, dict()),
+                               (average_surface_distance, monai_metrics.compute_average_surface_distance,
+                                dict(symmetric=True))):  # MONAI's default is symmetric=False
+            a = fn(lp, lt, C, spacing=sp, include_background=bg, **kw)
+            b = fn(P, T, spacing=sp, include_background=bg, **kw)
+            ref = ref_fn(P.float(), T.float(), include_background=bg, spacing=sp, **kw)
+            assert torch.equal(a, b)
+            assert a.shape == (2, C - (0 if bg else 1))
+            assert_close(a, ref)
+        # (B, 1, *spatial) label maps are accepted too
+        assert torch.equal(dice_score(lp[:, None], lt[:, None], C, include_background=bg),
+                           dice_score(P, T, include_background=bg))
+    ref = monai_metrics.compute_dice(P.float(), T.float(), include_background=True)
+    assert_close(dice_score(lp, lt, C, include_background=True), ref)
+
+
+def test_monai_sphere_fixture():
+    """MONAI's own test: spheres r=20 and r=40 centred at (20, 33, 22) on a 99^3 grid."""
+    z, y, x = np.ogrid[:99, :99, :99]
+    sphere = lambda r: torch.from_numpy((z - 20) ** 2 + (y - 33) ** 2 + (x - 22) ** 2 <= r * r)[None, None]
+    a, b = sphere(20), sphere(40)
+    kw = dict(include_background=True)
+    assert hausdorff_distance(a, b, **kw).item() == pytest.approx(20.22375, abs=1e-4)
+    assert hausdorff_distance(a, b, percentile=95, **kw).item() == pytest.approx(20.09975, abs=1e-4)
+    assert average_surface_distance(a, b, **kw).item() == pytest.approx(15.117741, abs=1e-4)
+
+
+def test_binary_masks_of_any_numeric_dtype():
+    p, t = case(2, seed=3)
+    ref = hausdorff_distance(p, t, percentile=95)
+    for dt in (torch.uint8, torch.int32, torch.float32, torch.float64):
+        torch.testing.assert_close(hausdorff_distance(p.to(dt), t.to(dt), percentile=95), ref, rtol=0, atol=0,
+                                   equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# convention="paper" against SimpleITK itself
+
+def sitk_paper(p: np.ndarray, t: np.ndarray, sp, percentile=95.0, tol=1.5):
+    """The paper's evaluation of one pair with SimpleITK: (HD-percentile, directed HD-percentile p->t, HD,
+    ASD, directed ASD p->t, Dice), and fastgsl's "paper" surface Dice built from the same contours and maps.
+    Valid where neither mask is empty (and, for ASD and surface Dice, neither is full)."""
+    def img(m):
+        im = sitk.GetImageFromArray(m.astype(np.uint8))
+        im.SetSpacing(tuple(float(s) for s in sp[::-1]))  # ITK orders axes x, y, z
+        return im
+
+    ip, it = img(p), img(t)
+
+    def maurer(im):
+        return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+            im, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+
+    dp, dt = maurer(ip), maurer(it)
+    d_pt, d_tp = np.maximum(dt[p], 0), np.maximum(dp[t], 0)
+    hdq_pt, hdq_tp = np.percentile(d_pt, percentile), np.percentile(d_tp, percentile)
+    cp = sitk.GetArrayFromImage(sitk.LabelContour(ip)) != 0
+    ct = sitk.GetArrayFromImage(sitk.LabelContour(it)) != 0
+    asd_pt = np.abs(dt[cp]).mean() if cp.any() else np.nan
+    asd_tp = np.abs(dp[ct]).mean() if ct.any() else np.nan
+    ov = sitk.LabelOverlapMeasuresImageFilter()
+    ov.Execute(ip, it)
+    nsd = ((np.abs(dt[cp]) <= tol).sum() + (np.abs(dp[ct]) <= tol).sum()) / max(cp.sum() + ct.sum(), 1)
+    return dict(hdq=max(hdq_pt, hdq_tp), hdq_dir=hdq_pt, hd=max(d_pt.max(), d_tp.max()),
+                asd=0.5 * (asd_pt + asd_tp), asd_dir=asd_pt, dice=ov.GetDiceCoefficient(), nsd=nsd)
+
+
+@pytest.mark.parametrize("dim,spacing,pad", [(2, (0.7, 1.3), 0), (3, (1.5, 0.8, 1.1), 0), (3, None, 0),
+                                             (2, (1.2, 0.6), 2), (3, (0.9, 1.4, 1.0), 3)])
+def test_paper_convention_matches_simpleitk(dim, spacing, pad):
+    p, t = case(dim, seed=300 + dim + pad, B=2, C=4)
+    if pad:  # interior objects: the computation is cropped to the objects' box, whose edges are not the image's
+        p, t = (torch.nn.functional.pad(x.to(torch.uint8), (pad, pad + 1) * dim).bool() for x in (p, t))
+    sp = spacing or (1.0,) * dim
+    kw = dict(spacing=spacing, convention="paper", include_background=True)
+    ours = dict(hdq=hausdorff_distance(p, t, percentile=95, **kw),
+                hdq_dir=hausdorff_distance(p, t, percentile=95, directed=True, **kw),
+                hd=hausdorff_distance(p, t, **kw),
+                asd=average_surface_distance(p, t, **kw),
+                asd_dir=average_surface_distance(p, t, symmetric=False, **kw),
+                dice=dice_score(p, t, convention="paper", include_background=True),
+                nsd=surface_dice(p, t, 1.5, **kw))
+    checked = 0
+    dims = tuple(range(dim))
+    for b in range(p.shape[0]):
+        for c in range(p.shape[1]):
+            pb, tb = p[b, c].numpy(), t[b, c].numpy()
+            if not pb.any() or not tb.any():
+                continue  # SimpleITK's maps are +-1.8e19 there: the policy decides (tested below)
+            ref = sitk_paper(pb, tb, sp)
+            keys = ["hdq", "hdq_dir", "hd", "dice"]
+            if not pb.all(axis=dims) and not tb.all(axis=dims):
+                keys += ["asd", "asd_dir", "nsd"]  # a full mask has no LabelContour (nan / garbage in SimpleITK)
+            for k in keys:
+                assert ours[k][b, c].item() == pytest.approx(float(ref[k]), rel=1e-4, abs=1e-4), (k, b, c)
+            checked += 1
+    assert checked >= 4
+
+
+def test_paper_full_target_matches_simpleitk_for_hd():
+    """A full mask's SimpleITK map is -1.8e19 everywhere; clamped at 0 it is still meaningful for HD95."""
+    rng = np.random.default_rng(5)
+    p = torch.from_numpy(blobs(rng, 1, 1, (11, 14, 9)))
+    t = torch.ones_like(p)
+    sp = (0.8, 1.0, 1.7)
+    for a, b in ((p, t), (t, p)):
+        ref = sitk_paper(a[0, 0].numpy(), b[0, 0].numpy(), sp)
+        ours = hausdorff_distance(a, b, percentile=95, spacing=sp, convention="paper", include_background=True)
+        assert ours.item() == pytest.approx(ref["hdq"], rel=1e-4, abs=1e-4)
+        # ASD: the full mask has no contour -> absent -> the policy's image diagonal
+        diag = math.sqrt(sum((n * s) ** 2 for n, s in zip(p.shape[2:], sp)))
+        asd = average_surface_distance(a, b, spacing=sp, convention="paper", include_background=True)
+        assert asd.item() == pytest.approx(diag, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DeepMind surface-distance: surfels on the corner grid; compare where the definitions coincide
+
+def test_translated_boxes_match_deepmind_hausdorff():
+    """For equal-size boxes, the edge voxels (MONAI) and the surfel corners (DeepMind) are the same point sets up to
+    a half-voxel shift, so HD coincides exactly; the area-weighted means do not (and are not compared)."""
+    a = np.zeros((3, 1, 15, 17, 13), bool)
+    b = np.zeros_like(a)
+    a[:, 0, 2:7, 3:9, 1:6] = True
+    b[0, 0, 4:9, 3:9, 1:6] = True
+    b[1, 0, 3:8, 5:11, 3:8] = True
+    b[2, 0, 0:5, 3:9, 6:11] = True  # touches the border
+    sp = (1.2, 0.7, 2.0)
+    A, Bm = torch.from_numpy(a), torch.from_numpy(b)
+    ours = hausdorff_distance(A, Bm, spacing=sp, include_background=True)
+    for i in range(3):
+        dm = surface_distance.compute_surface_distances(b[i, 0], a[i, 0], sp)
+        hd = surface_distance.compute_robust_hausdorff(dm, 100)
+        assert ours[i, 0].item() == pytest.approx(hd, rel=1e-6)
+        # both definitions agree that every surface point lies within HD, and not all within HD - 0.1 mm
+        for tol, full in ((hd, True), (hd - 0.1, False)):
+            nsd_dm = surface_distance.compute_surface_dice_at_tolerance(dm, tol)
+            nsd = surface_dice(A[i:i + 1], Bm[i:i + 1], tol, spacing=sp, include_background=True).item()
+            assert (nsd_dm == pytest.approx(1.0)) == full and (nsd == pytest.approx(1.0)) == full
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_hausdorff_within_half_diagonal_bound_of_deepmind(dim):
+    """Every MONAI edge voxel has a DeepMind surfel corner within h = |spacing|/2 and vice versa (a mixed 2^d
+    neighbourhood always contains an object voxel with a background face neighbour), so the two HDs differ by at
+    most 2h.  A real bound that fails if the edges or the spacing handling are wrong."""
+    rng = np.random.default_rng(dim)
+    shape = (21, 19) if dim == 2 else (13, 15, 11)
+    sp = (0.7, 1.3) if dim == 2 else (1.5, 0.8, 1.1)
+    p = blobs(rng, 4, 1, shape)
+    t = blobs(rng, 4, 1, shape)
+    ours = hausdorff_distance(torch.from_numpy(p), torch.from_numpy(t), spacing=sp, include_background=True)
+    h = 0.5 * math.sqrt(sum(s * s for s in sp))
+    for i in range(4):
+        dm = surface_distance.compute_surface_distances(t[i, 0], p[i, 0], sp)
+        assert abs(ours[i, 0].item() - surface_distance.compute_robust_hausdorff(dm, 100)) <= 2 * h + 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# empty-mask policy
+
+def _pair(kind, shape=(9, 10, 11)):
+    blob = torch.zeros((1, 1) + shape, dtype=torch.bool)
+    blob[0, 0, 2:5, 3:7, 4:6] = True
+    empty = torch.zeros_like(blob)
+    return {"both": (empty, empty), "pred": (empty, blob), "target": (blob, empty)}[kind]
+
+
+@pytest.mark.parametrize("kind", ["both", "pred", "target"])
+def test_empty_policy_nan(kind):
+    p, t = _pair(kind)
+    kw = dict(include_background=True)
+    sp = (1.0, 2.0, 0.5)
+    monai_hd = monai_metrics.compute_hausdorff_distance(p.float(), t.float(), spacing=sp, **kw)
+    monai_hd95 = monai_metrics.compute_hausdorff_distance(p.float(), t.float(), spacing=sp, percentile=95, **kw)
+    monai_asd = monai_metrics.compute_average_surface_distance(p.float(), t.float(), spacing=sp, symmetric=True, **kw)
+    monai_nsd = monai_metrics.compute_surface_dice(p.float(), t.float(), [1.0], spacing=sp, **kw)
+    monai_dice = monai_metrics.compute_dice(p.float(), t.float(), **kw)
+    expected = float("nan") if kind == "both" else float("inf")
+    for directed in (False, True):
+        hd = hausdorff_distance(p, t, spacing=sp, directed=directed, **kw).item()
+        hd95 = hausdorff_distance(p, t, spacing=sp, percentile=95, directed=directed, **kw).item()
+        assert (math.isnan(hd) and math.isnan(expected)) or hd == expected
+        assert (math.isnan(hd95) and math.isnan(expected)) or hd95 == expected
+    assert_close(hausdorff_distance(p, t, spacing=sp, **kw), monai_hd)
+    assert math.isnan(monai_hd95.item())  # MONAI: nan even with one mask present (issue 9095); fastgsl: inf
+    assert_close(average_surface_distance(p, t, spacing=sp, **kw), monai_asd)
+    assert_close(surface_dice(p, t, 1.0, spacing=sp, **kw), monai_nsd)
+    assert_close(dice_score(p, t, **kw), monai_dice)
+
+
+@pytest.mark.parametrize("kind", ["both", "pred", "target"])
+def test_empty_policy_paper(kind):
+    p, t = _pair(kind)
+    sp = (1.0, 2.0, 0.5)
+    diag = math.sqrt((9 * 1.0) ** 2 + (10 * 2.0) ** 2 + (11 * 0.5) ** 2)
+    expected = 0.0 if kind == "both" else diag
+    for convention in ("paper", "monai"):
+        kw = dict(include_background=True, spacing=sp, convention=convention, empty="paper")
+        for value in (hausdorff_distance(p, t, **kw), hausdorff_distance(p, t, percentile=95, **kw),
+                      hausdorff_distance(p, t, percentile=95, directed=True, **kw),
+                      average_surface_distance(p, t, **kw), average_surface_distance(p, t, symmetric=False, **kw)):
+            assert value.item() == pytest.approx(expected, rel=1e-6)
+        assert surface_dice(p, t, 1.0, **kw).item() == (1.0 if kind == "both" else 0.0)
+    dice = dice_score(p, t, include_background=True, convention="paper").item()
+    assert dice == (1.0 if kind == "both" else 0.0)
+    if kind != "both":  # SimpleITK agrees with one mask empty (and reports inf for two empty masks)
+        ov = sitk.LabelOverlapMeasuresImageFilter()
+        ov.Execute(sitk.GetImageFromArray(p[0, 0].numpy().astype(np.uint8)),
+                   sitk.GetImageFromArray(t[0, 0].numpy().astype(np.uint8)))
+        assert ov.GetDiceCoefficient() == dice
+
+
+def test_full_masks_match_monai():
+    """A full mask's MONAI edges are the image border voxels (erosion with border_value=0)."""
+    p = torch.ones((2, 2, 9, 12, 7), dtype=torch.bool)
+    t = p.clone()
+    t[0, 1, 3:, :, :] = False
+    t[1, 1] = False
+    t[1, 1, 4, 5, 3] = True
+    sp = (1.1, 0.6, 1.9)
+    for kw in (dict(), dict(percentile=95)):
+        assert_close(hausdorff_distance(p, t, spacing=sp, include_background=True, **kw),
+                     monai_metrics.compute_hausdorff_distance(p.float(), t.float(), spacing=sp,
+                                                              include_background=True, **kw))
+    assert_close(average_surface_distance(p, t, spacing=sp, include_background=True),
+                 monai_metrics.compute_average_surface_distance(p.float(), t.float(), spacing=sp, symmetric=True,
+                                                                include_background=True))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# determinism, bad input, devices
+
+def test_deterministic():
+    p, t = case(3, seed=11)
+    sp = [(0.6, 0.9, 2.5), (1.0, 1.0, 1.0), (1.5, 0.8, 1.1)]
+    for fn, kw in ((hausdorff_distance, dict(percentile=95)), (average_surface_distance, {}),
+                   (surface_dice, dict(tolerance=1.0))):
+        a, b = fn(p, t, spacing=sp, **kw), fn(p, t, spacing=sp, **kw)
+        assert torch.equal(a.nan_to_num(-1), b.nan_to_num(-1))
+
+
+def test_output_shape_device_dtype():
+    p, t = case(2, seed=4, B=2, C=3)
+    for out in (dice_score(p, t), hausdorff_distance(p, t), average_surface_distance(p, t), surface_dice(p, t, 1.0)):
+        assert out.shape == (2, 2) and out.dtype == torch.float32 and out.device == p.device
+
+
+def test_single_channel_without_background_is_empty():
+    p, t = case(2, seed=6, B=2, C=3)
+    for fn, kw in ((hausdorff_distance, {}), (average_surface_distance, {}), (surface_dice, dict(tolerance=1.0)),
+                   (dice_score, {})):
+        assert fn(p[:, :1], t[:, :1], **kw).shape == (2, 0)
+    assert hausdorff_distance(p, t, percentile=np.float64(95.0)).shape == (2, 2)
+
+
+def test_bad_input():
+    p, t = case(2, seed=5, B=2, C=3)
+    with pytest.raises(ValueError, match="same shape"):
+        hausdorff_distance(p, t[:, :2])
+    with pytest.raises(TypeError, match="same dtype"):
+        hausdorff_distance(p, t.float())
+    with pytest.raises(ValueError, match="same device"):
+        hausdorff_distance(p, t.to("meta"))
+    with pytest.raises(ValueError, match="binary"):
+        hausdorff_distance(p.float() * 0.5, t.float())
+    with pytest.raises(ValueError, match="binary"):
+        dice_score(p.float().masked_fill(p, float("nan")), t.float())
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        hausdorff_distance(p[0], t[0])
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        hausdorff_distance(torch.zeros(1, 1, 3, 3, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, 3, 3, dtype=torch.bool))
+    lab = torch.randint(0, 3, (2, 9, 8))
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+        hausdorff_distance(lab, lab.clone().fill_(3), 3)
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+        dice_score(lab - 1, lab, 3)
+    with pytest.raises(TypeError, match="integer"):
+        hausdorff_distance(lab.float(), lab.float(), 3)
+    with pytest.raises(ValueError, match="2-D and 3-D"):
+        hausdorff_distance(torch.zeros(2, 9, dtype=torch.long), torch.zeros(2, 9, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        hausdorff_distance(lab, lab, 0)
+    with pytest.raises(ValueError, match="percentile"):
+        hausdorff_distance(p, t, percentile=101)
+    with pytest.raises(ValueError, match="spacing"):
+        hausdorff_distance(p, t, spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="spacing"):
+        hausdorff_distance(p, t, spacing=(1.0, -1.0))
+    with pytest.raises(ValueError, match="spacing"):
+        hausdorff_distance(p, t, spacing=[(1.0, 1.0)] * 3)  # per-item spacing for 3 items, batch of 2
+    with pytest.raises(ValueError, match="tolerance"):
+        surface_dice(p, t, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="tolerance"):
+        surface_dice(p, t, -1.0)
+    with pytest.raises(ValueError, match="convention"):
+        hausdorff_distance(p, t, convention="itk")
+    with pytest.raises(ValueError, match="empty"):
+        hausdorff_distance(p, t, empty="zero")
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        dice_score(p.numpy(), t.numpy())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none present on this machine)")
+def test_cuda_matches_cpu():
+    p, t = case(3, seed=12)
+    sp = [(0.6, 0.9, 2.5), (1.0, 1.0, 1.0), (1.5, 0.8, 1.1)]
+    for fn, kw in ((hausdorff_distance, dict(percentile=95)), (hausdorff_distance, {}),
+                   (average_surface_distance, {}), (surface_dice, dict(tolerance=1.5)),
+                   (hausdorff_distance, dict(percentile=95, convention="paper")),
+                   (average_surface_distance, dict(convention="paper"))):
+        cpu = fn(p, t, spacing=sp, **kw)
+        gpu = fn(p.cuda(), t.cuda(), spacing=sp, **kw)
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, equal_nan=True, rtol=1e-5, atol=1e-5)
