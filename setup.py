@@ -46,9 +46,9 @@ class _OptionalBuildExt(build_ext):
 
 
 setup(
-    packages=["fastgsl", "fastgsl.losses", "fastgsl.ops", "fastgsl.kernels"],
+    packages=["fastgsl", "fastgsl.losses", "fastgsl.ops", "fastgsl.train", "fastgsl.kernels"],
     package_dir={"fastgsl": "fastgsl", "fastgsl.kernels": "kernels"},
-    package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"]},
+    package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"]},
     ext_modules=[
         Extension(
             "fastgsl._edt_host",

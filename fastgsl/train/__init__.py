@@ -1,0 +1,9 @@
+"""The reference training script of fastgsl: ``python -m fastgsl.train`` (see ``fastgsl/train/README.md``).
+
+One concept per module: ``synthetic`` (built-in data), ``msd`` (MSD reader), ``preprocess`` (the paper's
+preprocessing), ``dataset`` (data resolution, cache, folds), ``sampling`` (patches and augmentation),
+``model`` (nnU-Net topology on MONAI DynUNet), ``objectives`` (losses, schedules, class weights),
+``distributed`` (torchrun process group), ``loop`` (training one run), ``evaluate`` (sliding window and
+metrics), ``checkpoint``, ``paper`` (published tables), ``report``, ``figures``, ``config``, ``cli``, ``run``.
+Needs the ``train`` extra (MONAI, nibabel, matplotlib, tqdm).
+"""

@@ -1,0 +1,23 @@
+"""``python -m fastgsl.train`` / ``fastgsl-train``: train, evaluate, print the table and the verdicts."""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv=None) -> int:
+    from fastgsl.train.cli import parse_config
+    from fastgsl.train.run import run_experiment
+    try:
+        cfg = parse_config(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = run_experiment(cfg)
+    if result.markdown:
+        print()
+        print(result.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

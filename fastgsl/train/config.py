@@ -1,0 +1,91 @@
+"""The training configuration and its two presets.
+
+``cpu`` (the default, the README's main job): the built-in liver data, Dice-CE, BL and GSL with the linear
+schedule, sized to finish in about ten minutes on two CPU cores - small patches, a narrow network, fold 0
+of 2 (12 held-out cases); measured 6.8 min on the development machine.  ``paper``: the paper's section 2.4 setting - patch 128^3 (BraTS) or 256x256x128 (LiTS), batch
+2, Adam 3e-4, seed 42, five folds, nnU-Net's 32-320 filters, 250 iterations per epoch (nnU-Net's default; the
+paper leaves the epoch count at its code's default), for GPUs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    losses: list = field(default_factory=lambda: ["dice_ce", "bl", "gsl"])
+    schedules: list = field(default_factory=lambda: ["linear"])
+    warmup: int = 0
+    task: str = "liver"
+    data: str = "builtin"
+    data_dir: str = "runs/data"
+    num_cases: int = 24             # built-in data only
+    folds: int = 2
+    fold_ids: list | None = field(default_factory=lambda: [0])   # None: every fold
+    epochs: int = 40
+    iters_per_epoch: int = 25
+    patch_size: list = field(default_factory=lambda: [32, 32, 16])
+    batch_size: int = 2             # global batch, split over DDP processes
+    lr: float = 3e-4
+    seed: int = 42
+    dtm: str = "on-the-fly"
+    deep_supervision: bool = False
+    amp: str = "off"
+    filters: int = 8
+    max_filters: int = 64
+    val_every: int = 10
+    sw_batch_size: int = 8          # windows per forward pass in sliding-window inference
+    workers: int = 0
+    device: str = "auto"
+    out: str = "runs/fastgsl"
+    resume: bool = False
+    progress: bool = True
+
+    def check(self) -> "TrainConfig":
+        from fastgsl.train.objectives import LOSS_LABELS
+        bad = [x for x in self.losses if x not in LOSS_LABELS]
+        if bad or not self.losses:
+            raise ValueError(f"--losses {bad or '(none)'}: choose from {', '.join(LOSS_LABELS)}")
+        if len(set(self.losses)) != len(self.losses):
+            raise ValueError(f"--losses lists a loss twice: {self.losses}")
+        if self.dtm not in ("on-the-fly", "precomputed"):
+            raise ValueError(f"--dtm must be on-the-fly or precomputed, got {self.dtm!r}")
+        if self.amp not in ("bf16", "fp16", "off"):
+            raise ValueError(f"--amp must be bf16, fp16 or off, got {self.amp!r}")
+        if self.task not in ("liver", "tumour"):
+            raise ValueError(f"--task must be liver or tumour, got {self.task!r}")
+        for name in ("epochs", "iters_per_epoch", "batch_size", "filters", "max_filters", "val_every", "sw_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if len(self.patch_size) != 3 or any(p < 4 for p in self.patch_size):
+            raise ValueError(f"--patch-size needs three sizes of at least 4 voxels, got {self.patch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.fold_ids is not None and any(not 0 <= f < self.folds for f in self.fold_ids):
+            raise ValueError(f"--fold {self.fold_ids}: folds are numbered 0..{self.folds - 1}")
+        if self.warmup < 0 or self.warmup >= self.epochs:
+            raise ValueError(f"--warmup must be in [0, epochs), got {self.warmup}")
+        return self
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PAPER_PATCH = {"liver": [256, 256, 128], "tumour": [128, 128, 128]}
+
+
+def preset(name: str, task: str = "liver") -> dict:
+    """Field values of a preset (command-line flags override them)."""
+    if name == "cpu":
+        if task == "tumour":
+            return {"patch_size": [32, 32, 32], "num_cases": 20, "folds": 4}
+        return {}
+    if name == "paper":
+        return {"patch_size": list(PAPER_PATCH[task]), "folds": 5, "fold_ids": None, "filters": 32,
+                "max_filters": 320, "iters_per_epoch": 250, "epochs": 1000, "val_every": 50,
+                "deep_supervision": True, "amp": "bf16", "workers": 8, "num_cases": 100, "sw_batch_size": 2,
+                "losses": ["dl", "dice_ce", "gdl", "hl", "bl", "gsl"]}
+    raise ValueError(f"--preset must be cpu or paper, got {name!r}")
