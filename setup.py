@@ -9,6 +9,9 @@ The host build of the EDT kernel (``kernels/edt_host.cpp``, which includes ``ker
 into ``fastgsl/_edt_host*.so``: a plain shared library loaded with ctypes (no Python or torch API, so it does not
 depend on their versions).  It needs only a C++17 compiler, no CUDA.  If it cannot be built the package still
 installs; ``fastgsl.edt`` then compiles the same sources on first use, or falls back to scipy with a warning.
+The host statistics / gradient passes (``kernels/voxel_stats_host.cpp`` -> ``fastgsl/_stats_host*.so``) are built
+the same way, optional in the same way (``fastgsl.ops.voxel_stats`` then compiles them on first use, or runs the
+chunked PyTorch passes).  Both are loaded through ``fastgsl._native``.
 """
 import hashlib
 from pathlib import Path
@@ -19,30 +22,33 @@ from setuptools.command.build_ext import build_ext
 _HERE = Path(__file__).resolve().parent
 
 
-def _edt_source_hash() -> str:
-    """Same digest as ``fastgsl.edt._source_hash``: lets the loader tell a stale library from a current one."""
+def _source_hash(*names: str) -> str:
+    """Same digest as ``fastgsl._native.source_hash``: lets the loader tell a stale library from a current one."""
     h = hashlib.sha256()
-    for name in ("edt.cu", "edt_host.cpp"):
+    for name in names:
         h.update((_HERE / "kernels" / name).read_bytes())
     return h.hexdigest()[:16]
 
 
+_CXX_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-pthread"]  # as fastgsl._native.CXX_FLAGS
+
+
 class _OptionalBuildExt(build_ext):
-    """Never fail the installation because the optional host EDT library did not build."""
+    """Never fail the installation because an optional host library did not build."""
 
     def run(self):
         try:
             super().run()
         except Exception as e:  # no compiler at all, unsupported platform
-            self.warn(f"fastgsl: skipping the host EDT library ({e}); fastgsl.edt will compile it on first use "
-                      f"or fall back to scipy")
+            self.warn(f"fastgsl: skipping the host libraries ({e}); they are compiled on first use, or the "
+                      f"package falls back to scipy / PyTorch")
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as e:
-            self.warn(f"fastgsl: building {ext.name} failed ({e}); fastgsl.edt will compile it on first use or "
-                      f"fall back to scipy")
+            self.warn(f"fastgsl: building {ext.name} failed ({e}); it is compiled on first use, or the package "
+                      f"falls back to scipy / PyTorch")
 
 
 setup(
@@ -55,12 +61,22 @@ setup(
             sources=["kernels/edt_host.cpp"],
             depends=["kernels/edt.cu"],
             include_dirs=["kernels"],
-            define_macros=[("FASTGSL_EDT_SOURCE_HASH", f'"{_edt_source_hash()}"')],
+            define_macros=[("FASTGSL_EDT_SOURCE_HASH", f'"{_source_hash("edt.cu", "edt_host.cpp")}"')],
             language="c++",
-            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-pthread"],
+            extra_compile_args=_CXX_FLAGS,
             extra_link_args=["-pthread"],
             optional=True,
-        )
+        ),
+        Extension(
+            "fastgsl._stats_host",
+            sources=["kernels/voxel_stats_host.cpp"],
+            include_dirs=["kernels"],
+            define_macros=[("FASTGSL_STATS_SOURCE_HASH", f'"{_source_hash("voxel_stats_host.cpp")}"')],
+            language="c++",
+            extra_compile_args=_CXX_FLAGS,
+            extra_link_args=["-pthread"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": _OptionalBuildExt},
 )

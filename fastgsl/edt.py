@@ -34,19 +34,14 @@ float64 squared distances so that unit-spacing results are exact).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import importlib.machinery
 import math
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fastgsl import _native
 
 MODES = {"sites": 0, "itk": 1, "edt": 2, "kervadec": 3}
 CONVENTIONS = ("itk", "kervadec", "edt")
@@ -65,20 +60,11 @@ _warned: set[str] = set()
 
 
 def _warn_once(key: str, msg: str):
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    _native.warn_once(_warned, key, msg, stacklevel=4)
 
 
 def _kernel_dir() -> Path:
-    try:
-        import fastgsl.kernels as k
-        d = Path(k.__file__).parent
-        if (d / "edt.cu").exists():
-            return d
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parent.parent / "kernels"
+    return _native.kernel_dir("edt.cu")
 
 
 def kernel_source() -> str:
@@ -101,77 +87,22 @@ def _bind(lib: ctypes.CDLL):
     return lib
 
 
+_HOST_SOURCES = ("edt.cu", "edt_host.cpp")
+
+
 def _source_hash(kdir: Path) -> str:
     """sha256 prefix of the host sources (setup.py computes the same digest and compiles it into the library)."""
-    h = hashlib.sha256()
-    for name in ("edt.cu", "edt_host.cpp"):
-        h.update((kdir / name).read_bytes())
-    return h.hexdigest()[:16]
+    return _native.source_hash(kdir, _HOST_SOURCES)
 
 
-def _compile_host(kdir: Path, digest: str) -> Path:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if not cxx:
-        raise OSError("no C++ compiler found (set CXX)")
-    flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC", "-pthread",
-             f'-DFASTGSL_EDT_SOURCE_HASH="{digest}"']
-    key = hashlib.sha256((digest + " ".join([cxx] + flags)).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("FASTGSL_CACHE_DIR")
-                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastgsl")
-    target = cache / f"edt_host_{key}.so"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-    os.close(fd)
-    try:
-        res = subprocess.run([cxx, *flags, "-o", tmp, str(kdir / "edt_host.cpp")], capture_output=True, text=True)
-        if res.returncode != 0:
-            raise OSError(f"compiling the host EDT failed: {res.stderr.strip()[-2000:]}")
-        os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
-def _open(path) -> ctypes.CDLL:
-    lib = _bind(ctypes.CDLL(str(path)))
-    lib.fastgsl_edt_source_hash.restype = ctypes.c_char_p
-    return lib
+#: the host build: ``fastgsl/_edt_host*.so`` from setup.py, or compiled on demand (see :mod:`fastgsl._native`)
+_host_library = _native.HostLibrary("_edt_host", "edt_host.cpp", _HOST_SOURCES, "FASTGSL_EDT_SOURCE_HASH",
+                                    "fastgsl_edt", _bind)
 
 
 def _load_host():
-    """(library, path), or (None, reason).
-
-    Order: the library built by setup.py (``fastgsl/_edt_host*.so``) if it was built from the current sources;
-    else the same sources compiled on demand into the cache directory; else a stale built library (same ABI)."""
-    here = Path(__file__).resolve().parent
-    kdir = _kernel_dir()
-    have_src = (kdir / "edt.cu").exists() and (kdir / "edt_host.cpp").exists()
-    digest = _source_hash(kdir) if have_src else None
-    errors, stale = [], []
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = here / f"_edt_host{suffix}"
-        if not p.exists():
-            continue
-        try:
-            lib = _open(p)
-        except (OSError, AttributeError) as e:
-            errors.append(f"{p}: {e}")
-            continue
-        if digest is None or lib.fastgsl_edt_source_hash().decode() == digest:
-            return lib, str(p)
-        stale.append((lib, str(p)))
-    if have_src:
-        try:
-            p = _compile_host(kdir, digest)
-            return _open(p), str(p)
-        except (OSError, AttributeError, subprocess.SubprocessError) as e:
-            errors.append(str(e))
-    if stale:
-        return stale[0]
-    return None, "; ".join(errors) or "no built library and no kernel sources"
+    """(library, path), or (None, reason); see :meth:`fastgsl._native.HostLibrary.load`."""
+    return _host_library.load()
 
 
 class _HostEngine:

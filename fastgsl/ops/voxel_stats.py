@@ -24,10 +24,14 @@ tensor, followed by cheap arithmetic on that tiny tensor (which autograd differe
 *gradient pass*: given ``dL/dS`` of shape ``(B, C, K)`` it recomputes P from the logits and writes
 ``dL/dlogits``.  Nothing of the size of the logits is stored between the two passes except the inputs.
 
-This module holds the stats layout, the plain-PyTorch host implementation of both passes (the CPU path; it
-works in cache-sized chunks, so it never writes a one-hot tensor or a full-size probability tensor), the
-``autograd.Function`` and the backend dispatch.  The Triton kernels of the same two passes live in
-``fastgsl.kernels.voxel_stats`` and must agree with this file.
+This module holds the stats layout, the host implementation of both passes (the CPU path), the
+``autograd.Function`` and the backend dispatch.  The host passes run on the C++ library built from
+``kernels/voxel_stats_host.cpp`` (one fused loop over voxels per pass, ``torch.get_num_threads()`` threads, loaded
+with ctypes through ``fastgsl._native``) for fp32 / fp16 / bf16 logits; fp64 logits (gradcheck), other input
+types, or a missing library use the plain-PyTorch passes, which work in cache-sized chunks (never a one-hot or a
+full-size probability tensor).  ``last_engine`` names the engine of the latest host pass (``"native"`` or
+``"torch"``); ``FASTGSL_NATIVE_STATS=0`` forces the PyTorch passes.  The Triton kernels of the same two passes
+live in ``fastgsl.kernels.voxel_stats`` and must agree with this file.
 
 Gradient of the stats with respect to P (D and Dp are constants, as in the papers):
 
@@ -39,10 +43,13 @@ For ``CE`` the logits gradient is taken directly: softmax ``sum_c w_c (-T_c log 
 """
 from __future__ import annotations
 
+import ctypes
+import os
 from dataclasses import dataclass
 
 import torch
 
+from fastgsl import _native
 from fastgsl import backend as _backend
 
 I, SP, SP2, ST, ST2, CE, SURF, D2, DP, HAUS = range(10)
@@ -91,7 +98,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Host (PyTorch) implementation of the two passes.
+# Host implementation of the two passes: the C++ library, and the chunked PyTorch passes (fallback / reference).
 # --------------------------------------------------------------------------------------------------------------
 
 #: elements (voxels x channels) per chunk: large enough to amortise per-op overhead, small enough that the
@@ -137,8 +144,8 @@ def _flatten_inputs(logits, target, dtm, dtm_pred):
     return z, t, d, dp
 
 
-def voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
-    """Statistics pass on the host: returns ``(B, C, K)`` sums in fp32 (fp64 for fp64 logits).
+def _forward_chunked(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+    """PyTorch statistics pass: returns ``(B, C, K)`` sums in fp32 (fp64 for fp64 logits).
 
     Reads logits ``(B, C, *sp)``, target (integer labels ``(B, *sp)`` or float ``(B, C, *sp)``), and the DTMs
     when a DTM stat is needed.  Chunks are summed in a fixed order, so the result is bit-reproducible.
@@ -187,8 +194,8 @@ def voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec: StatSpec) -> 
     return out
 
 
-def voxel_stats_backward_torch(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
-    """Gradient pass on the host: ``dL/dlogits`` in the logits' dtype, from ``grad_stats = dL/dS`` (B, C, K)."""
+def _backward_chunked(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+    """PyTorch gradient pass: ``dL/dlogits`` in the logits' dtype, from ``grad_stats = dL/dS`` (B, C, K)."""
     cd = compute_dtype(logits.dtype)
     z, t, d, dp = _flatten_inputs(logits, target, dtm, dtm_pred)
     B, C, n = z.shape
@@ -232,6 +239,156 @@ def voxel_stats_backward_torch(grad_stats, logits, target, dtm, dtm_pred, spec: 
                     dz += wce * (p - tc)
             grad[b, :, s:e] = dz.to(grad.dtype)
     return grad.reshape(logits.shape)
+
+
+_ABI_VERSION = 2
+_Z_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_T_CODE = {torch.float32: 0, torch.int64: 1, torch.int32: 2, torch.uint8: 3}
+_ACT_CODE = {"softmax": 0, "sigmoid": 1, "none": 2}
+_NEEDS_DTM = sum(1 << k for k in DTM_STATS)
+_warned: set = set()
+
+#: engine of the latest host pass: "native" (the C++ library) or "torch" (the chunked PyTorch passes)
+last_engine: str | None = None
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    vp, ll, i32 = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
+    lib.fastgsl_stats_abi_version.restype = i32
+    if lib.fastgsl_stats_abi_version() != _ABI_VERSION:
+        raise OSError("host statistics library has a different ABI version")
+    lib.fastgsl_stats_forward.argtypes = [vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32]
+    lib.fastgsl_stats_forward.restype = i32
+    lib.fastgsl_stats_backward.argtypes = [vp, vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32]
+    lib.fastgsl_stats_backward.restype = i32
+    return lib
+
+
+#: ``fastgsl/_stats_host*.so`` built by setup.py, or compiled on first use (see :mod:`fastgsl._native`)
+host_library = _native.HostLibrary("_stats_host", "voxel_stats_host.cpp", ("voxel_stats_host.cpp",),
+                                   "FASTGSL_STATS_SOURCE_HASH", "fastgsl_stats", _bind)
+
+
+def native_library():
+    """The loaded C++ library, or None (then a warning, once, says why) or when ``FASTGSL_NATIVE_STATS=0``."""
+    if os.environ.get("FASTGSL_NATIVE_STATS", "1") == "0":
+        return None
+    lib, where = host_library.load()
+    if lib is None:
+        _native.warn_once(_warned, "stats", "fastgsl: the native host statistics library is unavailable ("
+                          f"{where}); the CPU path runs the slower chunked PyTorch passes", stacklevel=4)
+    return lib
+
+
+def _native_inputs(logits, target, dtm, dtm_pred, need: int):
+    """Contiguous inputs in the dtypes the C++ passes read, or None where they must fall back to PyTorch.
+
+    Conversions (one pass each, only when needed): bool labels are read as uint8, int8 / int16 labels as int32,
+    other float targets and DTMs become float32 (what the PyTorch passes compute them in for these logits)."""
+    if logits.device.type != "cpu" or logits.dtype not in _Z_CODE or logits.ndim < 2 or logits.shape[1] < 1:
+        return None
+    if target.device.type != "cpu":
+        return None
+    if target.dtype.is_floating_point:
+        t = target.to(torch.float32)
+    elif target.dtype == torch.bool:
+        t = target.view(torch.uint8) if target.is_contiguous() else target.to(torch.uint8)
+    elif target.dtype in (torch.int8, torch.int16):
+        t = target.to(torch.int32)
+    elif target.dtype in _T_CODE:
+        t = target
+    else:
+        return None  # unsigned wide ints, complex: the PyTorch path decides
+    d = dp = None
+    if need & _NEEDS_DTM:
+        if dtm is None or dtm.device.type != "cpu":
+            return None
+        d = dtm.to(torch.float32).contiguous()
+        if dtm_pred is not None and need >> HAUS & 1:
+            if dtm_pred.device.type != "cpu":
+                return None
+            dp = dtm_pred.to(torch.float32).contiguous()
+    return logits.contiguous(), t.contiguous(), d, dp
+
+
+def _ptr(x):
+    return None if x is None else x.data_ptr()
+
+
+def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0):
+    prepared = _native_inputs(logits, target, dtm, dtm_pred, spec.mask)
+    if prepared is None:
+        return None
+    z, t, d, dp = prepared
+    B, C = z.shape[:2]
+    n = z[0, 0].numel() if B else 0
+    out = torch.zeros(B, C, K, dtype=torch.float32)
+    if B * n == 0:  # empty tensors may have null data pointers
+        return out
+    rc = lib.fastgsl_stats_forward(z.data_ptr(), _Z_CODE[z.dtype], t.data_ptr(), _T_CODE[t.dtype], _ptr(d), _ptr(dp),
+                                   out.data_ptr(), B, C, n, _ACT_CODE[spec.activation], spec.mask, spec.label_offset,
+                                   max(1, torch.get_num_threads()), isa)
+    if rc == 1:
+        raise MemoryError("fastgsl: the host statistics pass ran out of memory or could not start a thread")
+    if rc:
+        raise RuntimeError(f"fastgsl: the host statistics pass rejected its arguments (code {rc})")
+    return out
+
+
+def _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec, isa: int = 0):
+    need = spec.mask & sum(1 << k for k in P_STATS)
+    prepared = _native_inputs(logits, target, dtm, dtm_pred, need)
+    if prepared is None:
+        return None
+    z, t, d, dp = prepared
+    B, C = z.shape[:2]
+    n = z[0, 0].numel() if B else 0
+    gs = grad_stats.to(torch.float32).contiguous()
+    grad = torch.empty_like(z, memory_format=torch.contiguous_format)
+    if B * n == 0:
+        return grad.reshape(logits.shape)
+    rc = lib.fastgsl_stats_backward(gs.data_ptr(), z.data_ptr(), _Z_CODE[z.dtype], t.data_ptr(), _T_CODE[t.dtype],
+                                    _ptr(d), _ptr(dp), grad.data_ptr(), B, C, n, _ACT_CODE[spec.activation], need,
+                                    spec.label_offset, max(1, torch.get_num_threads()), isa)
+    if rc == 1:
+        raise MemoryError("fastgsl: the host gradient pass ran out of memory or could not start a thread")
+    if rc:
+        raise RuntimeError(f"fastgsl: the host gradient pass rejected its arguments (code {rc})")
+    return grad.reshape(logits.shape)
+
+
+def voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+    """Statistics pass on the host: returns ``(B, C, K)`` sums in fp32 (fp64 for fp64 logits).
+
+    Reads logits ``(B, C, *sp)``, target (integer labels ``(B, *sp)`` or float ``(B, C, *sp)``), and the DTMs
+    when a DTM stat is needed.  Runs the C++ pass when the library is available and the inputs are supported,
+    else :func:`_forward_chunked`; both sum in a fixed order, so the result is bit-reproducible (the C++ pass
+    also for any thread count).
+    """
+    global last_engine
+    lib = native_library() if logits.dtype != torch.float64 else None
+    if lib is not None:
+        out = _forward_native(lib, logits, target, dtm, dtm_pred, spec)
+        if out is not None:
+            last_engine = "native"
+            return out
+    last_engine = "torch"
+    return _forward_chunked(logits, target, dtm, dtm_pred, spec)
+
+
+def voxel_stats_backward_torch(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+    """Gradient pass on the host: ``dL/dlogits`` in the logits' dtype, from ``grad_stats = dL/dS`` (B, C, K).
+
+    The C++ pass when available and the inputs are supported, else :func:`_backward_chunked`."""
+    global last_engine
+    lib = native_library() if logits.dtype != torch.float64 else None
+    if lib is not None:
+        grad = _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec)
+        if grad is not None:
+            last_engine = "native"
+            return grad
+    last_engine = "torch"
+    return _backward_chunked(grad_stats, logits, target, dtm, dtm_pred, spec)
 
 
 # --------------------------------------------------------------------------------------------------------------

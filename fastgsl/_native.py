@@ -1,0 +1,161 @@
+"""Loading fastgsl's optional host libraries: plain C++ shared libraries opened with ctypes.
+
+The host kernels (``kernels/edt_host.cpp`` for :mod:`fastgsl.edt`, ``kernels/voxel_stats_host.cpp`` for
+:mod:`fastgsl.ops.voxel_stats`) use neither the Python nor the torch C API, so one build works with any Python
+and torch version.  ``setup.py`` builds each as an optional extension (``fastgsl/<stem>*.so``); when that did not
+happen (a source checkout, no compiler at install time) :meth:`HostLibrary.load` compiles the same sources on
+first use into ``$FASTGSL_CACHE_DIR`` (default ``$XDG_CACHE_HOME/fastgsl`` or ``~/.cache/fastgsl``).
+
+Every library exports ``<prefix>_source_hash()``: the sha256 prefix of its sources, compiled in with
+``-D<HASH_MACRO>="..."`` (``setup.py`` computes the same digest with :func:`source_hash`).  A built library whose
+digest differs from the sources next to the package is stale: the sources are compiled into the cache instead,
+and the stale library is used only when that compile fails.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+#: flags of every host build (setup.py passes the same ones); no FMA contraction so results match the GPU builds
+CXX_FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-pthread")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def kernel_dir(marker: str) -> Path:
+    """The kernel sources: ``fastgsl.kernels`` (installed copy) if it holds ``marker``, else the checkout's
+    top-level ``kernels/``."""
+    try:
+        import fastgsl.kernels as k
+        d = Path(k.__file__).parent
+        if (d / marker).exists():
+            return d
+    except ImportError:
+        pass
+    return _PACKAGE_DIR.parent / "kernels"
+
+
+def source_hash(kdir: Path, names: Sequence[str]) -> str:
+    """sha256 prefix of the sources ``names`` in ``kdir``, in that order."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update((Path(kdir) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FASTGSL_CACHE_DIR")
+                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastgsl")
+
+
+def warn_once(registry: set, key: str, msg: str, stacklevel: int = 3):
+    """``warnings.warn(msg, RuntimeWarning)`` the first time ``key`` is seen in ``registry``."""
+    if key not in registry:
+        registry.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+class HostLibrary:
+    """One optional host library.
+
+    ``stem``: file stem of the built library (``_edt_host`` -> ``fastgsl/_edt_host*.so``); ``main``: the
+    translation unit; ``sources``: every file whose bytes go into the digest (``main`` included); ``hash_macro``:
+    the macro carrying the digest; ``prefix``: the exported symbol prefix (``<prefix>_source_hash``);
+    ``bind(lib)``: sets argtypes / restypes and raises ``OSError`` / ``AttributeError`` on an ABI mismatch.
+    """
+
+    def __init__(self, stem: str, main: str, sources: Sequence[str], hash_macro: str, prefix: str,
+                 bind: Callable[[ctypes.CDLL], ctypes.CDLL]):
+        self.stem, self.main, self.sources = stem, main, tuple(sources)
+        self.hash_macro, self.prefix, self.bind = hash_macro, prefix, bind
+        self._lock = threading.Lock()
+        self._result = None
+
+    def kernel_dir(self) -> Path:
+        return kernel_dir(self.main)
+
+    def digest(self, kdir: Path | None = None) -> str:
+        return source_hash(kdir or self.kernel_dir(), self.sources)
+
+    def _open(self, path) -> ctypes.CDLL:
+        lib = self.bind(ctypes.CDLL(str(path)))
+        getattr(lib, f"{self.prefix}_source_hash").restype = ctypes.c_char_p
+        return lib
+
+    def _built_hash(self, lib) -> str:
+        return getattr(lib, f"{self.prefix}_source_hash")().decode()
+
+    def compile(self, kdir: Path, digest: str) -> Path:
+        """Compile ``main`` into the cache directory (once per digest and compiler command); returns the path."""
+        cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+        if not cxx:
+            raise OSError("no C++ compiler found (set CXX)")
+        flags = [*CXX_FLAGS, "-shared", "-fPIC", f'-D{self.hash_macro}="{digest}"']
+        key = hashlib.sha256((digest + " ".join([cxx] + flags)).encode()).hexdigest()[:16]
+        cache = cache_dir()
+        target = cache / f"{self.stem.lstrip('_')}_{key}.so"
+        if target.exists():
+            return target
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+        os.close(fd)
+        try:
+            res = subprocess.run([cxx, *flags, "-o", tmp, str(kdir / self.main)], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise OSError(f"compiling {self.main} failed: {res.stderr.strip()[-2000:]}")
+            os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return target
+
+    def _load(self):
+        kdir = self.kernel_dir()
+        have_src = all((kdir / n).exists() for n in self.sources)
+        digest = self.digest(kdir) if have_src else None
+        errors, stale = [], []
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            p = _PACKAGE_DIR / f"{self.stem}{suffix}"
+            if not p.exists():
+                continue
+            try:
+                lib = self._open(p)
+            except (OSError, AttributeError) as e:
+                errors.append(f"{p}: {e}")
+                continue
+            if digest is None or self._built_hash(lib) == digest:
+                return lib, str(p)
+            stale.append((lib, str(p)))
+        if have_src:
+            try:
+                p = self.compile(kdir, digest)
+                return self._open(p), str(p)
+            except (OSError, AttributeError, subprocess.SubprocessError) as e:
+                errors.append(str(e))
+        if stale:
+            return stale[0]
+        return None, "; ".join(errors) or "no built library and no kernel sources"
+
+    def load(self):
+        """``(library, path)`` or ``(None, reason)``; computed once per process (thread-safe).
+
+        Order: the library built by setup.py if it matches the current sources; else the sources compiled on
+        demand into the cache directory; else a stale built library (same ABI)."""
+        with self._lock:
+            if self._result is None:
+                self._result = self._load()
+            return self._result
+
+    def reset(self):
+        """Forget the loaded library (tests)."""
+        with self._lock:
+            self._result = None

@@ -1,0 +1,584 @@
+// Host (CPU) kernels of the statistics pass and the gradient pass of fastgsl.ops.voxel_stats.
+//
+// The formulas and the (B, C, K = 10) layout are the module docstring of fastgsl/ops/voxel_stats.py; this file is
+// the C++ twin of voxel_stats_forward_torch / voxel_stats_backward_torch there and of the Triton kernels in
+// kernels/voxel_stats.py.  Each pass is one loop over voxels: a group of 8 voxels is loaded for all C classes,
+// activated (softmax over the classes, or sigmoid) in registers, compared with its labels and accumulated or
+// differentiated right away, so nothing of the logits' size is written except the gradient.
+//
+// Determinism: the N voxels of each batch item are cut into fixed blocks of kBlock voxels.  A block's sums are
+// accumulated in 8 fp32 lanes (one lane per voxel position of a group, always in voxel order), the lanes are
+// added in lane order into double, and the per-block partials are reduced in block order after every thread has
+// finished.  Threads only decide who computes a block, never the order of any addition, so the result is
+// bit-identical for any thread count.  The gradient pass is element-wise and trivially so.
+//
+// Portability: GCC/Clang vector extensions (8 x fp32; two SSE registers on baseline x86-64, one AVX register when
+// the compiler targets it), std::thread (not OpenMP, which would clash with the runtime torch ships).  Loaded with
+// ctypes by fastgsl/ops/voxel_stats.py through fastgsl/_native.py: no Python or torch API.  Built by setup.py
+// (fastgsl._stats_host) or compiled on first use into a cache directory.
+#ifndef FASTGSL_STATS_ISA_BODY
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors passed between inline functions of this file only
+#endif
+
+#ifndef FASTGSL_STATS_SOURCE_HASH
+#define FASTGSL_STATS_SOURCE_HASH "unknown"
+#endif
+
+namespace {
+
+constexpr int kAbiVersion = 2;
+constexpr int L = 8;                 // voxels per group (vector lanes)
+constexpr long long kBlock = 4096;   // voxels per reduction block (a multiple of L)
+constexpr int NK = 10;               // stats per (b, c)
+enum { S_I, S_SP, S_SP2, S_ST, S_ST2, S_CE, S_SURF, S_D2, S_DP, S_HAUS };
+enum { ACT_SOFTMAX = 0, ACT_SIGMOID = 1, ACT_NONE = 2 };
+enum { Z_F32 = 0, Z_F16 = 1, Z_BF16 = 2 };
+enum { T_F32 = 0, T_I64 = 1, T_I32 = 2, T_U8 = 3 };
+inline float bits_to_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline uint32_t float_to_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+
+// IEEE binary16 <-> binary32, round to nearest even (what torch's .half() does).
+inline float half_to_float(uint16_t h) {
+    uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    if (e == 0) {
+        float f = (float)m * 5.9604644775390625e-8f;  // subnormal: m 2^-24 (exact)
+        return s ? -f : f;
+    }
+    if (e == 31) return bits_to_float(s | 0x7f800000u | (m << 13));
+    return bits_to_float(s | ((e + 112) << 23) | (m << 13));
+}
+inline uint16_t float_to_half(float f) {
+    uint32_t x = float_to_bits(f);
+    uint16_t s = (uint16_t)((x >> 16) & 0x8000);
+    x &= 0x7fffffffu;
+    if (x > 0x7f800000u) return s | 0x7e00;             // NaN
+    if (x >= 0x477ff000u) return s | 0x7c00;            // rounds to >= 65520: inf
+    if (x < 0x38800000u)                                // below 2^-14: subnormal, units of 2^-24
+        return s | (uint16_t)std::nearbyint(std::fabs(f) * 16777216.0f);  // exact scaling; RNE rounding mode
+    return s | (uint16_t)((x + 0xc8000fffu + ((x >> 13) & 1)) >> 13);      // rebias by -112, round to even
+}
+inline uint16_t float_to_bf16(float f) {
+    uint32_t x = float_to_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);  // quiet NaN
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+struct Args {
+    const void* z;
+    const void* t;
+    const float* d;
+    const float* dp;
+    long long B, C, N, offset;
+    int need;
+};
+// Runs fn(blk0, blk1) over [0, nblocks) on up to nthreads threads, contiguous ranges.  0, or 1 on failure.
+template <class Fn>
+int parallel_blocks(long long nblocks, int nthreads, Fn fn) {
+    if (nblocks <= 0) return 0;
+    long long p = nthreads < 1 ? 1 : nthreads;
+    if (p > nblocks) p = nblocks;
+    std::vector<int> status((size_t)p, 0);
+    auto body = [&](long long t) {
+        try {
+            fn(nblocks * t / p, nblocks * (t + 1) / p);
+        } catch (...) {
+            status[(size_t)t] = 1;
+        }
+    };
+    std::vector<std::thread> pool;
+    int rc = 0;
+    for (long long t = 1; t < p; ++t) {
+        try {
+            pool.emplace_back(body, t);
+        } catch (...) {
+            body(t);  // no thread available: run that range here
+        }
+    }
+    body(0);
+    for (auto& th : pool) th.join();
+    for (int s : status) rc |= s;
+    return rc;
+}
+
+// The vector code below is compiled twice from this same file: for AVX2 (chosen at run time when the CPU has it)
+// and for the baseline ISA.  No FMA in either (contraction is off and the AVX2 build does not enable FMA), so both
+// round every operation identically: the results do not depend on which one runs.
+#define FASTGSL_STATS_ISA_BODY 1
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FASTGSL_STATS_HAVE_AVX2 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+namespace isa_avx2 {
+#include "voxel_stats_host.cpp"
+}  // namespace isa_avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+namespace isa_base {
+#include "voxel_stats_host.cpp"
+}  // namespace isa_base
+#undef FASTGSL_STATS_ISA_BODY
+
+bool valid_codes(int zk, int tk, int act, long long B, long long C, long long N) {
+    return zk >= Z_F32 && zk <= Z_BF16 && tk >= T_F32 && tk <= T_U8 && act >= ACT_SOFTMAX && act <= ACT_NONE &&
+           B >= 0 && C >= 1 && N >= 0 && C < (1LL << 31);
+}
+
+// 1: baseline, 2: AVX2; `isa` 0 picks the best the CPU supports.
+int pick_isa(int isa) {
+#ifdef FASTGSL_STATS_HAVE_AVX2
+    if (isa == 0) return __builtin_cpu_supports("avx2") ? 2 : 1;
+    if (isa == 2 && !__builtin_cpu_supports("avx2")) return 0;
+    return isa;
+#else
+    return isa == 2 ? 0 : 1;
+#endif
+}
+
+}  // namespace
+
+extern "C" {
+
+int fastgsl_stats_abi_version() { return kAbiVersion; }
+const char* fastgsl_stats_source_hash() { return FASTGSL_STATS_SOURCE_HASH; }
+
+// Statistics pass.  z: logits (B, C, N) of dtype zk; t: float32 target (B, C, N) or labels (B, N) of dtype tk;
+// d, dp: float32 (B, C, N) DTM / predicted DTM (dp may be null; d may be null when no DTM stat is needed);
+// out: float32 (B, C, 10), written entirely (stats outside `need` are 0).  isa: 0 (best available), 1 (baseline)
+// or 2 (AVX2), for tests.  Returns 0, 1 (a thread failed or out of memory) or 2 (bad arguments).
+int fastgsl_stats_forward(const void* z, int zk, const void* t, int tk, const float* d, const float* dp, float* out,
+                          long long B, long long C, long long N, int act, int need, long long offset, int nthreads,
+                          int isa) {
+    isa = pick_isa(isa);
+    if (!valid_codes(zk, tk, act, B, C, N) || !isa) return 2;
+    std::memset(out, 0, sizeof(float) * (size_t)(B * C * NK));
+    if (N == 0 || B == 0) return 0;  // before the pointer checks: empty tensors may have null data
+    if (!z || !t || (!d && (need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS))))) return 2;
+    Args a{z, t, d, dp, B, C, N, offset, need};
+#ifdef FASTGSL_STATS_HAVE_AVX2
+    if (isa == 2) return isa_avx2::forward(a, zk, tk, act, out, nthreads);
+#endif
+    return isa_base::forward(a, zk, tk, act, out, nthreads);
+}
+
+// Gradient pass.  gs: float32 dL/dS (B, C, 10); grad: (B, C, N) in the logits' dtype, written entirely.
+int fastgsl_stats_backward(const float* gs, const void* z, int zk, const void* t, int tk, const float* d,
+                           const float* dp, void* grad, long long B, long long C, long long N, int act, int need,
+                           long long offset, int nthreads, int isa) {
+    isa = pick_isa(isa);
+    if (!valid_codes(zk, tk, act, B, C, N) || !isa) return 2;
+    if (N == 0 || B == 0) return 0;
+    if (!gs || !z || !t || !grad || (!d && (need & ((1 << S_SURF) | (1 << S_DP) | (1 << S_HAUS))))) return 2;
+    Args a{z, t, d, dp, B, C, N, offset, need};
+#ifdef FASTGSL_STATS_HAVE_AVX2
+    if (isa == 2) return isa_avx2::backward(a, zk, tk, act, gs, grad, nthreads);
+#endif
+    return isa_base::backward(a, zk, tk, act, gs, grad, nthreads);
+}
+
+}  // extern "C"
+
+#else  // FASTGSL_STATS_ISA_BODY: the vector code, included twice above
+typedef float vf __attribute__((vector_size(32)));
+typedef int32_t vi __attribute__((vector_size(32)));
+typedef uint16_t vu16 __attribute__((vector_size(16)));
+
+inline vf splat(float x) { return vf{} + x; }
+inline vf sel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+inline vf vmax(vf a, vf b) { return sel(a > b, a, b); }
+inline vf vabs(vf a) { return (vf)((vi)a & 0x7fffffff); }
+
+// exp(x) = 2^n e^r with n = round(x log2 e), r = x - n ln 2 (Cody-Waite split of ln 2) and the degree-7 minimax
+// polynomial of Cephes' expf (S. Moshier, Cephes Math Library, expf.c), about 1 ulp.  2^n is applied as two
+// factors 2^(n/2) 2^(n - n/2), so overflow gives +inf and underflow gradual denormals / 0 without special cases.
+// NaN propagates (selected back at the end); +-inf give inf / 0 through the clamp.
+inline vf vexp(vf x) {
+    vf xc = sel(x < -104.0f, splat(-104.0f), x);
+    xc = sel(xc > 89.0f, splat(89.0f), xc);
+    vf t = xc * 1.44269504088896341f + 0.5f;
+    vi n = __builtin_convertvector(t, vi);
+    n += (vi)(__builtin_convertvector(n, vf) > t);  // truncation -> floor (a true compare is -1)
+    vf fn = __builtin_convertvector(n, vf);
+    vf r = xc - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    vf r2 = r * r;
+    vf y = splat(1.9875691500e-4f);
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r2 + r + 1.0f;
+    vi n1 = n >> 1;
+    vi n2 = n - n1;
+    y = y * (vf)((n1 + 127) << 23);
+    y = y * (vf)((n2 + 127) << 23);
+    return sel(x != x, x, y);
+}
+
+// Loads 8 logits (n < 8: the first n, zeros after) as fp32.
+template <int ZK>
+inline vf load_z(const void* base, long long off, int n) {
+    float tmp[L] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (ZK == Z_F32) {
+        const float* p = (const float*)base + off;
+        if (n == L) {
+            vf v;
+            std::memcpy(&v, p, sizeof v);
+            return v;
+        }
+        for (int l = 0; l < n; ++l) tmp[l] = p[l];
+    } else {
+        const uint16_t* p = (const uint16_t*)base + off;
+        if (ZK == Z_BF16 && n == L) {
+            vu16 h;
+            std::memcpy(&h, p, sizeof h);
+            return (vf)(__builtin_convertvector(h, vi) << 16);
+        }
+        for (int l = 0; l < n; ++l) tmp[l] = ZK == Z_F16 ? half_to_float(p[l]) : bits_to_float((uint32_t)p[l] << 16);
+    }
+    vf v;
+    std::memcpy(&v, tmp, sizeof v);
+    return v;
+}
+
+template <int ZK>
+inline void store_z(void* base, long long off, int n, vf v) {
+    float tmp[L];
+    std::memcpy(tmp, &v, sizeof v);
+    if (ZK == Z_F32) {
+        float* p = (float*)base + off;
+        if (n == L) {
+            std::memcpy(p, &v, sizeof v);
+            return;
+        }
+        for (int l = 0; l < n; ++l) p[l] = tmp[l];
+    } else {
+        uint16_t* p = (uint16_t*)base + off;
+        for (int l = 0; l < n; ++l) p[l] = ZK == Z_F16 ? float_to_half(tmp[l]) : float_to_bf16(tmp[l]);
+    }
+}
+
+inline vf load_f(const float* p, int n) {
+    vf v;
+    if (n == L) {
+        std::memcpy(&v, p, sizeof v);
+        return v;
+    }
+    float tmp[L] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int l = 0; l < n; ++l) tmp[l] = p[l];
+    std::memcpy(&v, tmp, sizeof v);
+    return v;
+}
+
+// Class index (label - offset) of 8 voxels, -1 where the label matches no channel or the lane is padding.
+template <int TK>
+inline vi load_cls(const void* base, long long off, int n, long long offset, long long C) {
+    int32_t tmp[L] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    for (int l = 0; l < n; ++l) {
+        long long v = TK == T_I64 ? ((const int64_t*)base)[off + l]
+                      : TK == T_I32 ? (long long)((const int32_t*)base)[off + l]
+                                    : (long long)((const uint8_t*)base)[off + l];
+        v -= offset;
+        tmp[l] = (v >= 0 && v < C) ? (int32_t)v : -1;
+    }
+    vi c;
+    std::memcpy(&c, tmp, sizeof c);
+    return c;
+}
+
+// Per-thread scratch: C activated / raw / gradient vectors of one group and the block accumulators.
+// A float buffer aligned by hand: std::vector<vf> would share its allocator code between the two ISA builds,
+// and the baseline one does not honour the 32-byte alignment the AVX2 loads expect.
+struct Scratch {
+    std::vector<float> mem;
+    vf *z, *p, *g, *acc;
+    explicit Scratch(long long C) : mem((size_t)((3 + NK) * C + 1) * L) {
+        vf* base = (vf*)(((uintptr_t)mem.data() + sizeof(vf) - 1) & ~(uintptr_t)(sizeof(vf) - 1));
+        z = base, p = z + C, g = p + C, acc = g + C;
+    }
+};
+
+// z[c] (raw logits; log p_c instead for softmax with want_logp) and p[c] (activated) of one group.
+template <int ZK, int ACT>
+inline void activate(const Args& a, long long b, long long i, int n, Scratch& s, bool want_logp) {
+    const long long C = a.C, N = a.N;
+    for (long long c = 0; c < C; ++c) s.z[c] = load_z<ZK>(a.z, (b * C + c) * N + i, n);
+    if (ACT == ACT_SOFTMAX) {
+        vf m = s.z[0];
+        for (long long c = 1; c < C; ++c) m = vmax(m, s.z[c]);
+        vf sum = vf{};
+        for (long long c = 0; c < C; ++c) {
+            s.p[c] = vexp(s.z[c] - m);
+            sum += s.p[c];
+        }
+        for (long long c = 0; c < C; ++c) s.p[c] = s.p[c] / sum;
+        if (want_logp) {  // z[c] becomes log p_c, in the order of the torch path: (z - m) - log(sum)
+            float ls[L];
+            std::memcpy(ls, &sum, sizeof sum);
+            for (int l = 0; l < L; ++l) ls[l] = std::log(ls[l]);
+            vf logsum;
+            std::memcpy(&logsum, ls, sizeof ls);
+            for (long long c = 0; c < C; ++c) s.z[c] = (s.z[c] - m) - logsum;
+        }
+    } else if (ACT == ACT_SIGMOID) {
+        for (long long c = 0; c < C; ++c) s.p[c] = 1.0f / (1.0f + vexp(-s.z[c]));
+    } else {
+        for (long long c = 0; c < C; ++c) s.p[c] = s.z[c];
+    }
+}
+
+// log1p(exp(-|z|)) of the stable BCE with logits, per lane.
+inline vf softplus_neg_abs(vf z) {
+    vf e = vexp(-vabs(z));
+    float t[L];
+    std::memcpy(t, &e, sizeof e);
+    for (int l = 0; l < L; ++l) t[l] = std::log1p(t[l]);
+    std::memcpy(&e, t, sizeof e);
+    return e;
+}
+
+template <int ZK, int TK, int ACT>
+void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbpb, double* partials) {
+    const long long C = a.C, N = a.N;
+    const int need = a.need;
+    const bool want_ce = need & (1 << S_CE), want_d = need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS));
+    Scratch s(C);
+    for (long long blk = blk0; blk < blk1; ++blk) {
+        const long long b = blk / nbpb, i0 = (blk % nbpb) * kBlock, i1 = std::min(N, i0 + kBlock);
+        for (long long j = 0; j < C * NK; ++j) s.acc[j] = vf{};
+        for (long long i = i0; i < i1; i += L) {
+            const int n = (int)std::min<long long>(L, i1 - i);
+            vf valid = splat(1.0f);
+            if (n < L) {
+                float tmp[L];
+                for (int l = 0; l < L; ++l) tmp[l] = l < n ? 1.0f : 0.0f;
+                std::memcpy(&valid, tmp, sizeof valid);
+            }
+            activate<ZK, ACT>(a, b, i, n, s, want_ce);
+            vi cls = vi{};
+            if (TK != T_F32) cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
+            for (long long c = 0; c < C; ++c) {
+                const long long off = (b * C + c) * N + i;
+                vf* acc = &s.acc[c * NK];
+                vf p = s.p[c];
+                if (n < L) p = p * valid;  // padding lanes carry no mass
+                vf t = TK == T_F32 ? load_f((const float*)a.t + off, n) : sel(cls == (int32_t)c, splat(1.0f), vf{});
+                if (need & (1 << S_I)) acc[S_I] += p * t;
+                if (need & (1 << S_SP)) acc[S_SP] += p;
+                if (need & (1 << S_SP2)) acc[S_SP2] += p * p;
+                if (need & (1 << S_ST)) acc[S_ST] += t;
+                if (need & (1 << S_ST2)) acc[S_ST2] += t * t;
+                if (want_ce) {
+                    vf z = s.z[c], ce;
+                    if (ACT == ACT_SOFTMAX) {
+                        ce = -(t * z);  // z is log p here
+                    } else {
+                        ce = sel(z > 0.0f, z, vf{}) - z * t + softplus_neg_abs(z);
+                    }
+                    if (n < L) ce = ce * valid;
+                    acc[S_CE] += ce;
+                }
+                if (want_d) {
+                    vf d = load_f(a.d + off, n);
+                    vf dd = d * d;
+                    if (need & (1 << S_SURF)) {
+                        vf r = (1.0f - t - p) * d;
+                        acc[S_SURF] += r * r;
+                    }
+                    if (need & (1 << S_D2)) acc[S_D2] += dd;
+                    if (need & (1 << S_DP)) acc[S_DP] += d * p;
+                    if (need & (1 << S_HAUS)) {
+                        vf w = dd;
+                        if (a.dp) {
+                            vf q = load_f(a.dp + off, n);
+                            w = dd + q * q;
+                        }
+                        vf df = t - p;
+                        acc[S_HAUS] += df * df * w;
+                    }
+                }
+            }
+        }
+        double* out = partials + blk * C * NK;
+        for (long long j = 0; j < C * NK; ++j) {
+            float lanes[L];
+            std::memcpy(lanes, &s.acc[j], sizeof lanes);
+            double v = 0.0;
+            for (int l = 0; l < L; ++l) v += (double)lanes[l];
+            out[j] = v;
+        }
+    }
+}
+
+template <int ZK, int TK, int ACT>
+void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0, long long blk1, long long nbpb) {
+    const long long C = a.C, N = a.N;
+    const int need = a.need;
+    const bool want_ce = need & (1 << S_CE), want_d = need & ((1 << S_SURF) | (1 << S_DP) | (1 << S_HAUS));
+    Scratch s(C);
+    for (long long blk = blk0; blk < blk1; ++blk) {
+        const long long b = blk / nbpb, i0 = (blk % nbpb) * kBlock, i1 = std::min(N, i0 + kBlock);
+        const float* coef_b = gs + b * C * NK;
+        for (long long i = i0; i < i1; i += L) {
+            const int n = (int)std::min<long long>(L, i1 - i);
+            activate<ZK, ACT>(a, b, i, n, s, false);
+            vi cls = vi{};
+            if (TK != T_F32) cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
+            vf pg = vf{}, wt = vf{};
+            for (long long c = 0; c < C; ++c) {
+                const long long off = (b * C + c) * N + i;
+                const float* k = coef_b + c * NK;
+                vf p = s.p[c];
+                vf t = TK == T_F32 ? load_f((const float*)a.t + off, n) : sel(cls == (int32_t)c, splat(1.0f), vf{});
+                vf g = vf{};  // dL/dP
+                if (need & (1 << S_I)) g += k[S_I] * t;
+                if (need & (1 << S_SP)) g += k[S_SP];
+                if (need & (1 << S_SP2)) g += (2.0f * k[S_SP2]) * p;
+                if (want_d) {
+                    vf d = load_f(a.d + off, n);
+                    vf dd = d * d;
+                    if (need & (1 << S_SURF)) g -= (2.0f * k[S_SURF]) * dd * (1.0f - t - p);
+                    if (need & (1 << S_DP)) g += k[S_DP] * d;
+                    if (need & (1 << S_HAUS)) {
+                        vf w = dd;
+                        if (a.dp) {
+                            vf q = load_f(a.dp + off, n);
+                            w = dd + q * q;
+                        }
+                        g -= (2.0f * k[S_HAUS]) * (t - p) * w;
+                    }
+                }
+                if (ACT == ACT_SOFTMAX) {
+                    s.g[c] = g;
+                    pg += p * g;
+                    if (want_ce) {
+                        vf wct = k[S_CE] * t;
+                        wt += wct;
+                        s.z[c] = wct;  // the raw logit is no longer needed: keep w_c T_c there
+                    }
+                } else {
+                    vf dz = ACT == ACT_SIGMOID ? g * p * (1.0f - p) : g;
+                    if (want_ce) dz += k[S_CE] * (p - t);
+                    store_z<ZK>(grad, off, n, dz);
+                }
+            }
+            if (ACT == ACT_SOFTMAX) {
+                for (long long c = 0; c < C; ++c) {
+                    vf p = s.p[c];
+                    vf dz = p * (s.g[c] - pg);
+                    if (want_ce) dz += p * wt - s.z[c];
+                    store_z<ZK>(grad, (b * C + c) * N + i, n, dz);
+                }
+            }
+        }
+    }
+}
+
+template <class Fwd>
+int run_forward(const Args& a, float* out, int nthreads, Fwd fwd) {
+    const long long nbpb = (a.N + kBlock - 1) / kBlock, nblocks = a.B * nbpb, CK = a.C * NK;
+    std::vector<double> partials;
+    try {
+        partials.assign((size_t)(nblocks * CK), 0.0);
+    } catch (...) {
+        return 1;
+    }
+    int rc = parallel_blocks(nblocks, nthreads, [&](long long b0, long long b1) { fwd(a, b0, b1, nbpb, partials.data()); });
+    if (rc) return rc;
+    for (long long b = 0; b < a.B; ++b) {
+        for (long long j = 0; j < CK; ++j) {
+            double v = 0.0;
+            for (long long k = 0; k < nbpb; ++k) v += partials[(size_t)((b * nbpb + k) * CK + j)];
+            out[b * CK + j] = (float)v;
+        }
+    }
+    return 0;
+}
+
+template <int ZK, int TK>
+int forward_act(const Args& a, int act, float* out, int nthreads) {
+    if (act == ACT_SOFTMAX) return run_forward(a, out, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX>);
+    if (act == ACT_SIGMOID) return run_forward(a, out, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID>);
+    return run_forward(a, out, nthreads, forward_blocks<ZK, TK, ACT_NONE>);
+}
+
+template <int ZK>
+int forward_t(const Args& a, int tk, int act, float* out, int nthreads) {
+    switch (tk) {
+        case T_F32: return forward_act<ZK, T_F32>(a, act, out, nthreads);
+        case T_I64: return forward_act<ZK, T_I64>(a, act, out, nthreads);
+        case T_I32: return forward_act<ZK, T_I32>(a, act, out, nthreads);
+        case T_U8: return forward_act<ZK, T_U8>(a, act, out, nthreads);
+    }
+    return 2;
+}
+
+template <int ZK, int TK, int ACT>
+int run_backward(const Args& a, const float* gs, void* grad, int nthreads) {
+    const long long nbpb = (a.N + kBlock - 1) / kBlock;
+    return parallel_blocks(a.B * nbpb, nthreads, [&](long long b0, long long b1) {
+        backward_blocks<ZK, TK, ACT>(a, gs, grad, b0, b1, nbpb);
+    });
+}
+
+template <int ZK, int TK>
+int backward_act(const Args& a, int act, const float* gs, void* grad, int nthreads) {
+    if (act == ACT_SOFTMAX) return run_backward<ZK, TK, ACT_SOFTMAX>(a, gs, grad, nthreads);
+    if (act == ACT_SIGMOID) return run_backward<ZK, TK, ACT_SIGMOID>(a, gs, grad, nthreads);
+    return run_backward<ZK, TK, ACT_NONE>(a, gs, grad, nthreads);
+}
+
+template <int ZK>
+int backward_t(const Args& a, int tk, int act, const float* gs, void* grad, int nthreads) {
+    switch (tk) {
+        case T_F32: return backward_act<ZK, T_F32>(a, act, gs, grad, nthreads);
+        case T_I64: return backward_act<ZK, T_I64>(a, act, gs, grad, nthreads);
+        case T_I32: return backward_act<ZK, T_I32>(a, act, gs, grad, nthreads);
+        case T_U8: return backward_act<ZK, T_U8>(a, act, gs, grad, nthreads);
+    }
+    return 2;
+}
+
+int forward(const Args& a, int zk, int tk, int act, float* out, int nthreads) {
+    switch (zk) {
+        case Z_F32: return forward_t<Z_F32>(a, tk, act, out, nthreads);
+        case Z_F16: return forward_t<Z_F16>(a, tk, act, out, nthreads);
+        case Z_BF16: return forward_t<Z_BF16>(a, tk, act, out, nthreads);
+    }
+    return 2;
+}
+
+int backward(const Args& a, int zk, int tk, int act, const float* gs, void* grad, int nthreads) {
+    switch (zk) {
+        case Z_F32: return backward_t<Z_F32>(a, tk, act, gs, grad, nthreads);
+        case Z_F16: return backward_t<Z_F16>(a, tk, act, gs, grad, nthreads);
+        case Z_BF16: return backward_t<Z_BF16>(a, tk, act, gs, grad, nthreads);
+    }
+    return 2;
+}
+
+#endif  // FASTGSL_STATS_ISA_BODY

@@ -1,0 +1,365 @@
+"""The C++ host passes (kernels/voxel_stats_host.cpp) against the chunked PyTorch passes and a naive fp64 autograd
+reference; fp16 / bf16 logits, label dtypes, determinism across thread counts and ISAs, NaN propagation, the
+dispatch (the C++ library really is the CPU engine) and the generic loader of fastgsl._native."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastgsl import _native
+from fastgsl.ops import voxel_stats as vs
+from fastgsl.ops.voxel_stats import CE, D2, DP, HAUS, I, K, SP, SP2, ST, ST2, SURF, StatSpec
+
+ALL = frozenset(range(K))
+LIB, WHERE = vs.host_library.load()
+pytestmark = pytest.mark.skipif(LIB is None, reason=f"the host statistics library is unavailable: {WHERE}")
+
+
+@pytest.fixture(autouse=True)
+def _native_on(monkeypatch):
+    monkeypatch.delenv("FASTGSL_NATIVE_STATS", raising=False)
+
+
+def make_case(B, C, sp, act, target_kind, with_dp, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, C, *sp)
+    z = torch.randn(shape, generator=g) * 2.0
+    if act == "none":
+        z = torch.sigmoid(z)
+    offset = 1 if (act == "sigmoid" and C == 1) else 0
+    if target_kind == "labels":
+        t = torch.randint(0, C + offset, (B, *sp), generator=g)
+    else:
+        t = torch.rand(shape, generator=g)
+    d = torch.randn(shape, generator=g) * 4.0
+    dp = torch.randn(shape, generator=g) * 4.0 if with_dp else None
+    spec = StatSpec(act, ALL - {CE} if act == "none" else ALL, offset)
+    return z, t, d, dp, spec
+
+
+def naive_stats(z, t, d, dp, spec):
+    """The module-docstring formulas with one-hot tensors, in fp64, differentiable in ``z``."""
+    B, C = z.shape[:2]
+    zc = z.double().reshape(B, C, -1)
+    if spec.activation == "softmax":
+        p, logp = torch.softmax(zc, 1), torch.log_softmax(zc, 1)
+    elif spec.activation == "sigmoid":
+        p, logp = torch.sigmoid(zc), None
+    else:
+        p, logp = zc, None
+    if t.dtype.is_floating_point:
+        T = t.double().reshape(B, C, -1)
+    else:
+        T = (t.reshape(B, 1, -1) == torch.arange(C).view(1, C, 1) + spec.label_offset).double()
+    D = d.double().reshape(B, C, -1)
+    W = D * D if dp is None else D * D + dp.double().reshape(B, C, -1) ** 2
+    if spec.activation == "softmax":
+        ce = -(T * logp)
+    elif spec.activation == "sigmoid":
+        ce = F.binary_cross_entropy_with_logits(zc, T, reduction="none")
+    else:
+        ce = torch.zeros_like(p)
+    terms = [p * T, p, p * p, T, T * T, ce, ((1 - T - p) * D) ** 2, D * D, D * p, (T - p) ** 2 * W]
+    out = torch.stack([x.sum(-1) for x in terms], -1)
+    keep = torch.tensor([k in spec.needs for k in range(K)])
+    return torch.where(keep, out, torch.zeros_like(out))
+
+
+def naive_grad(z, t, d, dp, spec, w):
+    z64 = z.detach().double().requires_grad_()
+    (g,) = torch.autograd.grad((naive_stats(z64, t, d, dp, spec) * w.double()).sum(), z64)
+    return g
+
+
+def stats_err(got, ref):
+    """Max error relative to each stat's magnitude over the batch."""
+    ref = ref.double()
+    scale = ref.abs().amax(dim=(0, 1), keepdim=True).clamp_min(1.0)
+    return ((got.double() - ref).abs() / scale).max().item()
+
+
+def grad_err(got, ref):
+    ref = ref.double()
+    return ((got.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def native(z, t, d, dp, spec, w=None):
+    s = vs.voxel_stats_forward_torch(z, t, d, dp, spec)
+    assert vs.last_engine == "native"
+    if w is None:
+        return s
+    g = vs.voxel_stats_backward_torch(w, z, t, d, dp, spec)
+    assert vs.last_engine == "native"
+    return s, g
+
+
+CASES = [  # B, C, spatial, activation, target, dtm_pred
+    (3, 3, (9, 11, 13), "softmax", "labels", True),
+    (1, 5, (17, 19, 23), "softmax", "labels", False),  # 7429 voxels: two reduction blocks, ragged
+    (3, 2, (13, 15), "softmax", "float", True),
+    (1, 16, (31, 37), "softmax", "labels", True),
+    (3, 16, (7, 9, 5), "softmax", "float", False),
+    (1, 1, (7, 9, 11), "sigmoid", "labels", True),
+    (3, 1, (67, 71), "sigmoid", "float", False),  # 4757 voxels
+    (1, 3, (5, 7, 9), "sigmoid", "float", True),
+    (3, 2, (7, 5, 9), "none", "float", False),
+    (1, 5, (9, 7, 5), "none", "labels", True),
+    (3, 3, (1, 1, 3), "softmax", "labels", False),  # fewer voxels than a vector
+]
+
+
+def _id(c):
+    B, C, sp, act, tk, dp = c
+    return f"B{B}-C{C}-{len(sp)}d-{act}-{tk}-{'dp' if dp else 'nodp'}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_native_matches_chunked_and_naive(case):
+    B, C, sp, act, tk, with_dp = case
+    z, t, d, dp, spec = make_case(B, C, sp, act, tk, with_dp)
+    w = torch.randn(B, C, K, generator=torch.Generator().manual_seed(1))
+    s, g = native(z, t, d, dp, spec, w)
+    assert s.dtype == torch.float32 and s.shape == (B, C, K)
+    assert g.dtype == torch.float32 and g.shape == z.shape
+    ref, ref_g = naive_stats(z, t, d, dp, spec), naive_grad(z, t, d, dp, spec, w)
+    assert stats_err(s, ref) <= 2e-6
+    assert grad_err(g, ref_g) <= 2e-5
+    # the chunked PyTorch passes agree with the same reference (and so with the C++ ones)
+    assert stats_err(vs._forward_chunked(z, t, d, dp, spec), ref) <= 2e-5
+    assert grad_err(vs._backward_chunked(w, z, t, d, dp, spec), ref_g) <= 2e-5
+    # stats outside `needs` are exactly 0
+    sub = StatSpec(act, frozenset({SP, ST, D2}), spec.label_offset)
+    s_sub = native(z, t, d, dp, sub)
+    keep = torch.tensor([k in sub.needs for k in range(K)])
+    assert (s_sub[..., ~keep] == 0).all()
+    assert stats_err(s_sub[..., keep], ref[..., keep]) <= 2e-6
+
+
+def test_subsets_of_needs_gradient():
+    """Each stat alone through the gradient pass (a wrong coefficient slot cannot hide behind the others)."""
+    z, t, d, dp, _ = make_case(3, 4, (9, 7, 11), "softmax", "labels", True, seed=3)
+    w = torch.randn(3, 4, K, generator=torch.Generator().manual_seed(2))
+    for k in sorted(vs.P_STATS):
+        spec = StatSpec("softmax", frozenset({k}))
+        s, g = native(z, t, d, dp, spec, w)
+        assert grad_err(g, naive_grad(z, t, d, dp, spec, w)) <= 2e-5, vs.STAT_NAMES[k]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+def test_half_logits(dtype, tol):
+    z, t, d, dp, spec = make_case(3, 3, (11, 13, 7), "softmax", "labels", True, seed=4)
+    z = z.to(dtype)
+    w = torch.randn(3, 3, K, generator=torch.Generator().manual_seed(5))
+    s, g = native(z, t, d, dp, spec, w)
+    assert s.dtype == torch.float32 and g.dtype == dtype
+    # the reference sees the same (rounded) logits
+    assert stats_err(s, naive_stats(z, t, d, dp, spec)) <= 2e-6
+    ref_g = naive_grad(z, t, d, dp, spec, w)
+    gc = vs._backward_chunked(w, z, t, d, dp, spec)
+    assert gc.dtype == dtype
+    scale = ref_g.abs().max()
+    # both round a float32 gradient once to `dtype`: at most one unit in the last place apart
+    assert ((g.double() - gc.double()).abs() <= tol * gc.double().abs() + 1e-6 * scale).all()
+    assert ((g.double() - ref_g).abs() <= tol * ref_g.abs() + 1e-5 * scale).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_conversions_round_like_torch(dtype):
+    """activation 'none' with only SP2 and dL/dSP2 = 1.5 gives dL/dz = 3 z, exact in fp32: the C++ conversion to
+    fp16 / bf16 must then round exactly as torch does, overflow, subnormals and NaN included.  (No -0: dL/dP
+    starts from +0, as in the PyTorch passes, so -0 comes back as +0.)"""
+    info = torch.finfo(dtype)
+    vals = torch.tensor([0.0, -1e-3, 1.0, -1.0, 1 / 3, info.max, info.max / 2, info.max / 3.01, info.tiny,
+                         info.tiny / 3, info.tiny * 0.7, info.smallest_normal / 1024, 7.5e-8, 5e4, 21845.0,
+                         float("inf"), float("-inf"), float("nan")], dtype=torch.float64)
+    z = torch.cat([vals, torch.randn(101, dtype=torch.float64) * 10.0 ** torch.randint(-6, 5, (101,))]).to(dtype)
+    z = z.reshape(1, 1, -1)
+    spec = StatSpec("none", frozenset({SP2}))
+    w = torch.zeros(1, 1, K)
+    w[..., SP2] = 1.5
+    g = vs.voxel_stats_backward_torch(w, z, torch.rand(z.shape), None, None, spec)
+    assert vs.last_engine == "native"
+    want = (3.0 * z.float()).to(dtype)
+    ok = ~want.isnan() & (z != 0)
+    assert torch.equal(g.view(torch.int16)[ok], want.view(torch.int16)[ok])
+    assert (g[z == 0] == 0).all()
+    assert g.isnan().equal(want.isnan())
+    # and the load side: SP of activation 'none' is the exact sum of the upcast logits
+    part = z[..., 18:29]
+    s = vs.voxel_stats_forward_torch(part, torch.rand(part.shape), None, None, StatSpec("none", frozenset({SP})))
+    assert s[0, 0, SP].item() == pytest.approx(part.double().sum().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("ldtype", [torch.int32, torch.uint8, torch.int16, torch.int8])
+def test_label_dtypes_and_offsets(ldtype):
+    z, t, d, dp, spec = make_case(3, 5, (9, 13, 5), "softmax", "labels", True, seed=6)
+    w = torch.randn(3, 5, K)
+    s, g = native(z, t, d, dp, spec, w)
+    s2, g2 = native(z, t.to(ldtype), d, dp, spec, w)
+    assert torch.equal(s, s2) and torch.equal(g, g2)
+    # labels outside [0, C) (an ignore value) match no class, as in the PyTorch passes
+    t_ign = t.clone()
+    t_ign[:, :2] = 255 if ldtype != torch.int8 else -1
+    s3, g3 = native(z, t_ign.to(ldtype), d, dp, spec, w)
+    assert stats_err(s3, vs._forward_chunked(z, t_ign, d, dp, spec)) <= 2e-6
+    assert grad_err(g3, naive_grad(z, t_ign, d, dp, spec, w)) <= 2e-5
+
+
+def test_bool_labels_sigmoid_one_channel():
+    z, t, d, dp, spec = make_case(3, 1, (13, 11, 9), "sigmoid", "labels", False, seed=7)
+    w = torch.randn(3, 1, K)
+    s, g = native(z, t, d, dp, spec, w)
+    s2, g2 = native(z, t.bool(), d, dp, spec, w)
+    assert torch.equal(s, s2) and torch.equal(g, g2)
+
+
+def test_other_float_inputs_and_non_contiguous():
+    z, t, d, dp, spec = make_case(3, 3, (9, 11, 7), "softmax", "float", True, seed=8)
+    w = torch.randn(3, 3, K)
+    s, g = native(z, t, d, dp, spec, w)
+    # float64 target / DTMs are read as float32, as the PyTorch passes compute them for fp32 logits
+    s2, g2 = native(z, t.double(), d.double(), dp.half().float().double(), spec, w)
+    s3, g3 = native(z, t, d, dp.half().float(), spec, w)
+    assert torch.equal(s2, s3) and torch.equal(g2, g3)
+    # non-contiguous views give the contiguous result
+    zt = z.transpose(2, 4).contiguous().transpose(2, 4)
+    dt = d.transpose(2, 3).contiguous().transpose(2, 3)
+    s4, g4 = native(zt, t, dt, dp, spec, w)
+    assert torch.equal(s, s4) and torch.equal(g, g4)
+    # int labels with a non-contiguous layout
+    lab = torch.randint(0, 3, (3, 7, 11, 9)).transpose(1, 3)
+    s5, g5 = native(z, lab, d, dp, spec, w)
+    s6, g6 = native(z, lab.contiguous(), d, dp, spec, w)
+    assert torch.equal(s5, s6) and torch.equal(g5, g6)
+
+
+def test_bit_identical_across_threads_and_runs():
+    z, t, d, dp, spec = make_case(3, 4, (23, 29, 17), "softmax", "labels", True, seed=9)  # 11339 voxels
+    w = torch.randn(3, 4, K)
+    old = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3, 1):
+            torch.set_num_threads(n)
+            results.append(native(z, t, d, dp, spec, w))
+    finally:
+        torch.set_num_threads(old)
+    for s, g in results[1:]:
+        assert torch.equal(s, results[0][0]) and torch.equal(g, results[0][1])
+
+
+def test_bit_identical_across_isas():
+    """The AVX2 and baseline builds round every operation alike (no FMA), so either gives the same bits."""
+    if LIB.fastgsl_stats_forward(0, 0, 0, 0, None, None, torch.empty(1).data_ptr(), 0, 1, 0,
+                                                          0, 0, 0, 1, 2):
+        pytest.skip("this CPU / build has no AVX2 variant")
+    z, t, d, dp, spec = make_case(3, 3, (13, 11, 9), "softmax", "labels", True, seed=10)
+    w = torch.randn(3, 3, K)
+    outs = [(vs._forward_native(LIB, z, t, d, dp, spec, isa), vs._backward_native(LIB, w, z, t, d, dp, spec, isa))
+            for isa in (1, 2)]
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+@pytest.mark.parametrize("act", ["softmax", "sigmoid"])
+def test_nan_logits_propagate(act):
+    z, t, d, dp, spec = make_case(3, 3, (9, 7, 5), act, "labels", True, seed=11)
+    z[1, 2, 4, 3, 2] = float("nan")
+    w = torch.randn(3, 3, K)
+    s, g = native(z, t, d, dp, spec, w)
+    assert torch.isfinite(s[[0, 2]]).all() and torch.isfinite(g[[0, 2]]).all()
+    if act == "softmax":  # one NaN logit poisons the voxel's whole softmax
+        assert s[1, :, SP].isnan().all() and g[1, :, 4, 3, 2].isnan().all()
+    else:
+        assert s[1, 2, SP].isnan() and g[1, 2, 4, 3, 2].isnan()
+    assert g[1].isnan().sum() == (3 if act == "softmax" else 1)
+
+
+def test_extreme_logits_match_naive():
+    """Very large / small logits (exp under- and overflow inside the activation) stay finite and exact."""
+    z, t, d, dp, spec = make_case(3, 3, (9, 7, 5), "softmax", "labels", False, seed=12)
+    z = z * 60.0
+    w = torch.randn(3, 3, K)
+    s, g = native(z, t, d, dp, spec, w)
+    assert stats_err(s, naive_stats(z, t, d, dp, spec)) <= 2e-6
+    assert grad_err(g, naive_grad(z, t, d, dp, spec, w)) <= 2e-5
+    sig = StatSpec("sigmoid", ALL)
+    s, g = native(z, t.float().unsqueeze(1).expand_as(z) / 2, d, dp, sig, w)
+    tf = t.float().unsqueeze(1).expand_as(z) / 2
+    assert stats_err(s, naive_stats(z, tf, d, dp, sig)) <= 2e-6
+    assert grad_err(g, naive_grad(z, tf, d, dp, sig, w)) <= 2e-5
+
+
+def test_dispatch_engines(monkeypatch):
+    z, t, d, dp, spec = make_case(1, 3, (5, 7, 9), "softmax", "labels", True)
+    w = torch.randn(1, 3, K)
+    native(z, t, d, dp, spec, w)  # asserts last_engine == "native"
+    s64 = vs.voxel_stats_forward_torch(z.double(), t, d, dp, spec)
+    assert vs.last_engine == "torch" and s64.dtype == torch.float64  # fp64 (gradcheck) stays on PyTorch
+    monkeypatch.setenv("FASTGSL_NATIVE_STATS", "0")
+    s = vs.voxel_stats_forward_torch(z, t, d, dp, spec)
+    assert vs.last_engine == "torch"
+    assert stats_err(s, naive_stats(z, t, d, dp, spec)) <= 2e-5
+
+
+def test_losses_run_on_the_native_passes(monkeypatch):
+    from fastgsl.losses import CompositeLoss, DiceCELoss, GeneralizedSurfaceLoss
+    monkeypatch.setenv("FASTGSL_BACKEND", "torch")
+    z, t, d, _, _ = make_case(3, 4, (11, 9, 13), "softmax", "labels", False, seed=13)
+    loss = CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(), 0.5)
+    results = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("FASTGSL_NATIVE_STATS", flag)
+        zz = z.clone().requires_grad_()
+        v = loss(zz, t, d)
+        v.backward()
+        results[flag] = (v.detach(), zz.grad, vs.last_engine)
+    assert results["1"][2] == "native" and results["0"][2] == "torch"
+    torch.testing.assert_close(results["1"][0], results["0"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results["1"][1], results["0"][1], rtol=1e-4, atol=1e-7)
+
+
+def test_empty_inputs():
+    spec = StatSpec("softmax", ALL)
+    z = torch.zeros(2, 3, 0, 5)
+    s = native(z, torch.zeros(2, 0, 5, dtype=torch.long), torch.zeros(2, 3, 0, 5), None, spec)
+    assert s.shape == (2, 3, K) and (s == 0).all()
+    g = vs.voxel_stats_backward_torch(torch.ones(2, 3, K), z, torch.zeros(2, 0, 5, dtype=torch.long),
+                                      torch.zeros(2, 3, 0, 5), None, spec)
+    assert g.shape == z.shape
+
+
+# ---------------------------------------------------------------------------------------------- the loader
+TINY = 'extern "C" const char* tiny_source_hash() { return TINY_HASH; }\nextern "C" int tiny_value() { return %d; }\n'
+
+
+def test_native_loader_compiles_into_cache_and_checks_the_hash(tmp_path, monkeypatch):
+    kdir, cache = tmp_path / "k", tmp_path / "cache"
+    kdir.mkdir()
+    monkeypatch.setenv("FASTGSL_CACHE_DIR", str(cache))
+    (kdir / "tiny.cpp").write_text(TINY % 1)
+
+    def make():
+        lib = _native.HostLibrary("_tiny_host_for_tests", "tiny.cpp", ("tiny.cpp",), "TINY_HASH", "tiny",
+                                  lambda lib: lib)
+        monkeypatch.setattr(lib, "kernel_dir", lambda: kdir)
+        return lib
+
+    lib, path = make().load()
+    assert lib is not None and path.startswith(str(cache))
+    assert lib.tiny_source_hash().decode() == _native.source_hash(kdir, ["tiny.cpp"]) and lib.tiny_value() == 1
+    again, path2 = make().load()
+    assert path2 == path  # cached, not rebuilt
+    (kdir / "tiny.cpp").write_text(TINY % 2)  # new sources: a new library
+    lib3, path3 = make().load()
+    assert path3 != path and lib3.tiny_value() == 2
+    (kdir / "tiny.cpp").write_text("this is not C++")
+    lib4, reason = make().load()
+    assert lib4 is None and "failed" in reason
+
+
+def test_built_library_is_current():
+    """The library in use was built from the sources next to the package (setup.py or the cache)."""
+    assert LIB.fastgsl_stats_source_hash().decode() == vs.host_library.digest()
+    assert math.isfinite(float(native(*make_case(1, 2, (3, 5), "softmax", "labels", False)[:4],
+                                      StatSpec("softmax", ALL)).sum()))
