@@ -25,9 +25,7 @@ Workloads: 2x4x128^3 (BraTS patch), 2x2x256x256x128 (LiTS patch), 2-D 16x4x512x5
 from __future__ import annotations
 
 import math
-import os
 import sys
-import time
 
 import pytest
 import torch

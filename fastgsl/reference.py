@@ -106,3 +106,40 @@ def generalized_surface(logits, target, dtm, class_weights=None, include_backgro
     w = torch.ones(num.shape[1], dtype=p.dtype) if class_weights is None else \
         torch.as_tensor(class_weights, dtype=p.dtype)[first:]
     return (1 - (w * num).sum(1) / ((w * den).sum(1) + smooth)).mean()
+
+
+def voxel_stats(z, t, d, dp, spec):
+    """The ``(B, C, K)`` statistics of ``fastgsl.ops.voxel_stats`` from their definitions, with a one-hot target,
+    in fp64 and differentiable in ``z`` (stats not in ``spec.needs`` are 0)."""
+    from fastgsl.ops.voxel_stats import K
+
+    B, C = z.shape[:2]
+    zc = z.double().reshape(B, C, -1)
+    if spec.activation == "softmax":
+        p, logp = torch.softmax(zc, 1), torch.log_softmax(zc, 1)
+    else:
+        p, logp = (torch.sigmoid(zc) if spec.activation == "sigmoid" else zc), None
+    if t.dtype.is_floating_point:
+        T = t.double().reshape(B, C, -1)
+    else:
+        cls = torch.arange(C, device=t.device).view(1, C, 1) + spec.label_offset
+        T = (t.reshape(B, 1, -1) == cls).double()
+    D = d.double().reshape(B, C, -1)
+    W = D * D if dp is None else D * D + dp.double().reshape(B, C, -1) ** 2
+    if spec.activation == "softmax":
+        ce = -(T * logp)
+    elif spec.activation == "sigmoid":
+        ce = F.binary_cross_entropy_with_logits(zc, T, reduction="none")
+    else:
+        ce = torch.zeros_like(p)
+    terms = [p * T, p, p * p, T, T * T, ce, ((1 - T - p) * D) ** 2, D * D, D * p, (T - p) ** 2 * W]
+    out = torch.stack([x.sum(-1) for x in terms], -1)
+    keep = torch.tensor([k in spec.needs for k in range(K)], device=out.device)
+    return torch.where(keep, out, torch.zeros_like(out))
+
+
+def voxel_stats_grad(z, t, d, dp, spec, grad_stats):
+    """``d(sum(voxel_stats * grad_stats)) / dz`` by autograd, in fp64."""
+    z64 = z.detach().double().requires_grad_()
+    (g,) = torch.autograd.grad((voxel_stats(z64, t, d, dp, spec) * grad_stats.double()).sum(), z64)
+    return g

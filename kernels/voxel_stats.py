@@ -42,7 +42,7 @@ import triton.language as tl
 from torch.library import custom_op, triton_op, wrap_triton
 
 from fastgsl.ops.voxel_stats import (
-    CE, D2, DP, HAUS, I, K, SP, SP2, ST, ST2, SURF, StatSpec, voxel_stats_backward_torch,
+    CE, D2, DP, HAUS, I, K, SP, SP2, SURF, StatSpec, voxel_stats_backward_torch,
     voxel_stats_forward_torch,
 )
 

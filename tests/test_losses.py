@@ -1,6 +1,5 @@
 """Every loss against its installed peer (MONAI, MIST, torch), the naive formula, and its gradient."""
 import itertools
-import warnings
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ cases: one-voxel objects, empty and full masks, on isotropic, anisotropic and pe
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest

@@ -99,7 +99,6 @@ def test_count_class_voxels_over_a_dataset():
 
 
 def test_count_class_voxels_all_reduce_gloo(tmp_path):
-    import torch.distributed as dist
     import torch.multiprocessing as mp
     mp.spawn(_worker, args=(str(tmp_path / "store"),), nprocs=2, join=True)
 

@@ -10,10 +10,8 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from fastgsl import backend
-from fastgsl.ops import voxel_stats as vs
+from fastgsl import backend, reference
 from fastgsl.ops.voxel_stats import (CE, D2, DP, HAUS, I, K, SP, SP2, ST, ST2, SURF, StatSpec, voxel_stats,
                                      voxel_stats_backward_torch, voxel_stats_forward_torch)
 
@@ -57,39 +55,8 @@ def make_case(B, C, sp, act, target_kind, with_dp, dtype=torch.float32, seed=0):
     return z.to(dtype).to(DEV), to(t), to(d), to(dp), spec
 
 
-def naive_stats(z, t, d, dp, spec):
-    """The module-docstring formulas, written with one-hot tensors, in fp64 (differentiable in ``z``)."""
-    B, C = z.shape[:2]
-    zc = z.double().reshape(B, C, -1)
-    if spec.activation == "softmax":
-        p, logp = torch.softmax(zc, 1), torch.log_softmax(zc, 1)
-    elif spec.activation == "sigmoid":
-        p, logp = torch.sigmoid(zc), None
-    else:
-        p, logp = zc, None
-    if t.dtype.is_floating_point:
-        T = t.double().reshape(B, C, -1)
-    else:
-        cls = torch.arange(C, device=t.device).view(1, C, 1) + spec.label_offset
-        T = (t.reshape(B, 1, -1) == cls).double()
-    D = d.double().reshape(B, C, -1)
-    W = D * D if dp is None else D * D + dp.double().reshape(B, C, -1) ** 2
-    if spec.activation == "softmax":
-        ce = -(T * logp)
-    elif spec.activation == "sigmoid":
-        ce = F.binary_cross_entropy_with_logits(zc, T, reduction="none")
-    else:
-        ce = torch.zeros_like(p)
-    terms = [p * T, p, p * p, T, T * T, ce, ((1 - T - p) * D) ** 2, D * D, D * p, (T - p) ** 2 * W]
-    out = torch.stack([x.sum(-1) for x in terms], -1)
-    keep = torch.tensor([k in spec.needs for k in range(K)], device=z.device)
-    return torch.where(keep, out, torch.zeros_like(out))
-
-
-def naive_grad(z, t, d, dp, spec, w):
-    z64 = z.detach().double().requires_grad_()
-    (g,) = torch.autograd.grad((naive_stats(z64, t, d, dp, spec) * w.double()).sum(), z64)
-    return g
+naive_stats = reference.voxel_stats
+naive_grad = reference.voxel_stats_grad
 
 
 def assert_stats_close(got, ref, rtol=2e-5):

@@ -1,7 +1,6 @@
 """Dice loss (paper eq. 3, MONAI ``DiceLoss``) and Dice + cross-entropy (eq. 4, MONAI ``DiceCELoss``)."""
 from __future__ import annotations
 
-import torch
 
 from fastgsl.losses._base import StatsLoss, check_reduction, reduce
 from fastgsl.losses.cross_entropy import cross_entropy_from_stats
