@@ -30,6 +30,8 @@ def _source_hash(*names: str) -> str:
     return h.hexdigest()[:16]
 
 
+_EDT_SOURCES = ("edt.cu", "edt_host.cpp", "host_parallel.h")  # as fastgsl.edt._HOST_SOURCES
+_STATS_SOURCES = ("voxel_stats_host.cpp", "host_parallel.h")  # as fastgsl.ops.voxel_stats.host_library
 _CXX_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-pthread"]  # as fastgsl._native.CXX_FLAGS
 
 
@@ -59,9 +61,9 @@ setup(
         Extension(
             "fastgsl._edt_host",
             sources=["kernels/edt_host.cpp"],
-            depends=["kernels/edt.cu"],
+            depends=["kernels/edt.cu", "kernels/host_parallel.h"],
             include_dirs=["kernels"],
-            define_macros=[("FASTGSL_EDT_SOURCE_HASH", f'"{_source_hash("edt.cu", "edt_host.cpp")}"')],
+            define_macros=[("FASTGSL_EDT_SOURCE_HASH", f'"{_source_hash(*_EDT_SOURCES)}"')],
             language="c++",
             extra_compile_args=_CXX_FLAGS,
             extra_link_args=["-pthread"],
@@ -70,8 +72,9 @@ setup(
         Extension(
             "fastgsl._stats_host",
             sources=["kernels/voxel_stats_host.cpp"],
+            depends=["kernels/host_parallel.h"],
             include_dirs=["kernels"],
-            define_macros=[("FASTGSL_STATS_SOURCE_HASH", f'"{_source_hash("voxel_stats_host.cpp")}"')],
+            define_macros=[("FASTGSL_STATS_SOURCE_HASH", f'"{_source_hash(*_STATS_SOURCES)}"')],
             language="c++",
             extra_compile_args=_CXX_FLAGS,
             extra_link_args=["-pthread"],

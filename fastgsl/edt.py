@@ -87,7 +87,7 @@ def _bind(lib: ctypes.CDLL):
     return lib
 
 
-_HOST_SOURCES = ("edt.cu", "edt_host.cpp")
+_HOST_SOURCES = ("edt.cu", "edt_host.cpp", "host_parallel.h")
 
 
 def _source_hash(kdir: Path) -> str:

@@ -30,40 +30,19 @@ static inline bool edt_negative(double x) { return std::signbit(x); }
 static inline double edt_sqrt(double x) { return std::sqrt(x); }
 
 #include "edt.cu"
+#include "host_parallel.h"
 
 namespace {
 // Runs fn() on up to nthreads threads, each over a contiguous block of lines (neighbouring lines share cache
-// lines along strided axes).  Returns 0, or 1 if a thread could not be started or ran out of memory.
+// lines along strided axes).  Returns 0, or 1 if a thread ran out of memory.
 template <class Fn>
 int edt_parallel(long long nlines, int nthreads, Fn fn) {
-    if (nlines <= 0) return 0;
-    long long p = nthreads < 1 ? 1 : nthreads;
-    if (p > nlines) p = nlines;
-    std::vector<int> status((size_t)p, 0);
-    auto body = [&](long long t) {
-        edt_range.begin = nlines * t / p;
-        edt_range.end = nlines * (t + 1) / p;
+    return fastgsl_host::parallel_ranges(nlines, nthreads, [&](long long begin, long long end, long long t) {
+        edt_range.begin = begin;
+        edt_range.end = end;
         edt_range.thread = t;
-        try {
-            fn();
-        } catch (...) {
-            status[(size_t)t] = 1;
-        }
-    };
-    std::vector<std::thread> pool;
-    int rc = 0;
-    for (long long t = 1; t < p; ++t) {
-        try {
-            pool.emplace_back(body, t);
-        } catch (...) {
-            rc = 1;  // run that block on this thread instead
-            body(t);
-        }
-    }
-    body(0);
-    for (auto& th : pool) th.join();
-    for (int s : status) rc |= s;
-    return rc;
+        fn();
+    });
 }
 }  // namespace
 

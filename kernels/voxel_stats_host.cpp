@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include "host_parallel.h"
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors passed between inline functions of this file only
 #endif
@@ -90,30 +92,8 @@ struct Args {
 // Runs fn(blk0, blk1) over [0, nblocks) on up to nthreads threads, contiguous ranges.  0, or 1 on failure.
 template <class Fn>
 int parallel_blocks(long long nblocks, int nthreads, Fn fn) {
-    if (nblocks <= 0) return 0;
-    long long p = nthreads < 1 ? 1 : nthreads;
-    if (p > nblocks) p = nblocks;
-    std::vector<int> status((size_t)p, 0);
-    auto body = [&](long long t) {
-        try {
-            fn(nblocks * t / p, nblocks * (t + 1) / p);
-        } catch (...) {
-            status[(size_t)t] = 1;
-        }
-    };
-    std::vector<std::thread> pool;
-    int rc = 0;
-    for (long long t = 1; t < p; ++t) {
-        try {
-            pool.emplace_back(body, t);
-        } catch (...) {
-            body(t);  // no thread available: run that range here
-        }
-    }
-    body(0);
-    for (auto& th : pool) th.join();
-    for (int s : status) rc |= s;
-    return rc;
+    return fastgsl_host::parallel_ranges(nblocks, nthreads,
+                                         [&](long long b0, long long b1, long long) { fn(b0, b1); });
 }
 
 // The vector code below is compiled twice from this same file: for AVX2 (chosen at run time when the CPU has it)

@@ -265,7 +265,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 #: ``fastgsl/_stats_host*.so`` built by setup.py, or compiled on first use (see :mod:`fastgsl._native`)
-host_library = _native.HostLibrary("_stats_host", "voxel_stats_host.cpp", ("voxel_stats_host.cpp",),
+host_library = _native.HostLibrary("_stats_host", "voxel_stats_host.cpp",
+                                   ("voxel_stats_host.cpp", "host_parallel.h"),
                                    "FASTGSL_STATS_SOURCE_HASH", "fastgsl_stats", _bind)
 
 
