@@ -134,8 +134,6 @@ class StatsLoss(nn.Module):
         dtm_convention: the ``fastgsl.dtm`` convention used when the loss computes the DTM itself.
     """
 
-    uses_dtm = False
-
     def __init__(self, *, include_background: bool = True, activation: str = "softmax", batch: bool = False,
                  reduction: str = "mean", spacing=None, dtm_convention: str = "itk"):
         super().__init__()
@@ -154,6 +152,21 @@ class StatsLoss(nn.Module):
     # -- the math of a loss lives in from_stats ---------------------------------------------------------------
     def from_stats(self, stats: torch.Tensor, n_voxels: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def set_class_weights(self, class_weights) -> None:
+        """Store fixed per-class weights (``None`` or ``C`` finite, non-negative numbers) as a buffer."""
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights, dtype=torch.float64).flatten()
+            if class_weights.numel() == 0 or bool((class_weights < 0).any()) \
+                    or not bool(class_weights.isfinite().all()):
+                raise ValueError("class_weights must be non-empty, finite and non-negative")
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def weights_for(self, stats: torch.Tensor, first: int) -> torch.Tensor:
+        """The stored class weights of the included channels, in the stats' dtype and device."""
+        if self.class_weights.numel() != stats.shape[1]:
+            raise ValueError(f"class_weights has {self.class_weights.numel()} entries for {stats.shape[1]} classes")
+        return self.class_weights[first:].to(stats)
 
     def first_channel(self, channels: int) -> int:
         """Index of the first channel that counts (1 drops the background)."""

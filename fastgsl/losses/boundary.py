@@ -15,8 +15,6 @@ class BoundaryLoss(StatsLoss):
     The loss is unbounded: its scale is that of the DTM.
     """
 
-    uses_dtm = True
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.needs = frozenset({vs.DP})

@@ -27,11 +27,7 @@ class GeneralizedDiceLoss(StatsLoss):
         super().__init__(**kwargs)
         self.squared_pred = bool(squared_pred)
         self.smooth_nr, self.smooth_dr = float(smooth_nr), float(smooth_dr)
-        if class_weights is not None:
-            class_weights = torch.as_tensor(class_weights, dtype=torch.float64).flatten()
-            if class_weights.numel() == 0 or bool((class_weights < 0).any()) or not bool(class_weights.isfinite().all()):
-                raise ValueError("class_weights must be non-empty, finite and non-negative")
-        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.set_class_weights(class_weights)
         self.needs = frozenset({vs.I, vs.ST, vs.SP2, vs.ST2} if self.squared_pred else {vs.I, vs.ST, vs.SP})
 
     def from_stats(self, stats, n_voxels):
@@ -49,8 +45,6 @@ class GeneralizedDiceLoss(StatsLoss):
             w = w + inf * w.amax(1, keepdim=True)
             w = w.detach()
         else:
-            if self.class_weights.numel() != stats.shape[1]:
-                raise ValueError(f"class_weights has {self.class_weights.numel()} entries for {stats.shape[1]} classes")
-            w = self.class_weights[first:].to(stats)
+            w = self.weights_for(stats, first)
         f = 1.0 - (2.0 * (w * inter).sum(1) + self.smooth_nr) / ((w * den).sum(1) + self.smooth_dr)
         return reduce(f, self.reduction)

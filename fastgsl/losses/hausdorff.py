@@ -18,8 +18,6 @@ class HausdorffLoss(StatsLoss):
     ``reduction="none"`` returns ``(B, C')`` (``(C',)`` with ``batch``).
     """
 
-    uses_dtm = True
-
     def __init__(self, two_sided: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.two_sided = bool(two_sided)

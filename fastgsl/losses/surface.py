@@ -1,7 +1,6 @@
 """Generalized Surface Loss (Celaya et al.; paper eq. 12)."""
 from __future__ import annotations
 
-import torch
 
 from fastgsl.losses._base import StatsLoss, reduce
 from fastgsl.ops import voxel_stats as vs
@@ -34,18 +33,12 @@ class GeneralizedSurfaceLoss(StatsLoss):
     (``"weighted"``) or (sample, class) entries (``"mean"``); ``"none"`` returns ``(B,)`` or ``(B, C')``.
     """
 
-    uses_dtm = True
-
     def __init__(self, class_weights=None, include_background: bool = True, class_reduction: str = "weighted",
                  smooth: float = 1e-6, **kwargs):
         super().__init__(include_background=include_background, **kwargs)
         if class_reduction not in CLASS_REDUCTIONS:
             raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {class_reduction!r}")
-        if class_weights is not None:
-            class_weights = torch.as_tensor(class_weights, dtype=torch.float64).flatten()
-            if class_weights.numel() == 0 or bool((class_weights < 0).any()) or not bool(class_weights.isfinite().all()):
-                raise ValueError("class_weights must be non-empty, finite and non-negative")
-        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.set_class_weights(class_weights)
         self.class_reduction = class_reduction
         self.smooth = float(smooth)
         self.needs = frozenset({vs.SURF, vs.D2})
@@ -58,8 +51,6 @@ class GeneralizedSurfaceLoss(StatsLoss):
         if self.class_reduction == "mean":
             return reduce(1.0 - num / (den + self.smooth), self.reduction)
         if self.class_weights is not None:
-            if self.class_weights.numel() != stats.shape[1]:
-                raise ValueError(f"class_weights has {self.class_weights.numel()} entries for {stats.shape[1]} classes")
-            w = self.class_weights[first:].to(stats)
+            w = self.weights_for(stats, first)
             num, den = num * w, den * w
         return reduce(1.0 - num.sum(1) / (den.sum(1) + self.smooth), self.reduction)
