@@ -35,6 +35,21 @@ _STATS_SOURCES = ("voxel_stats_host.cpp", "host_parallel.h")  # as fastgsl.ops.v
 _CXX_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-pthread"]  # as fastgsl._native.CXX_FLAGS
 
 
+def _host_library(name: str, main: str, sources, hash_macro: str) -> Extension:
+    """A ctypes-loaded host library: ``main`` is compiled and #includes the rest of ``sources``; all are hashed."""
+    return Extension(
+        name,
+        sources=[f"kernels/{main}"],
+        depends=[f"kernels/{n}" for n in sources if n != main],
+        include_dirs=["kernels"],
+        define_macros=[(hash_macro, f'"{_source_hash(*sources)}"')],
+        language="c++",
+        extra_compile_args=_CXX_FLAGS,
+        extra_link_args=["-pthread"],
+        optional=True,
+    )
+
+
 class _OptionalBuildExt(build_ext):
     """Never fail the installation because an optional host library did not build."""
 
@@ -58,28 +73,8 @@ setup(
     package_dir={"fastgsl": "fastgsl", "fastgsl.kernels": "kernels"},
     package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"]},
     ext_modules=[
-        Extension(
-            "fastgsl._edt_host",
-            sources=["kernels/edt_host.cpp"],
-            depends=["kernels/edt.cu", "kernels/host_parallel.h"],
-            include_dirs=["kernels"],
-            define_macros=[("FASTGSL_EDT_SOURCE_HASH", f'"{_source_hash(*_EDT_SOURCES)}"')],
-            language="c++",
-            extra_compile_args=_CXX_FLAGS,
-            extra_link_args=["-pthread"],
-            optional=True,
-        ),
-        Extension(
-            "fastgsl._stats_host",
-            sources=["kernels/voxel_stats_host.cpp"],
-            depends=["kernels/host_parallel.h"],
-            include_dirs=["kernels"],
-            define_macros=[("FASTGSL_STATS_SOURCE_HASH", f'"{_source_hash(*_STATS_SOURCES)}"')],
-            language="c++",
-            extra_compile_args=_CXX_FLAGS,
-            extra_link_args=["-pthread"],
-            optional=True,
-        ),
+        _host_library("fastgsl._edt_host", "edt_host.cpp", _EDT_SOURCES, "FASTGSL_EDT_SOURCE_HASH"),
+        _host_library("fastgsl._stats_host", "voxel_stats_host.cpp", _STATS_SOURCES, "FASTGSL_STATS_SOURCE_HASH"),
     ],
     cmdclass={"build_ext": _OptionalBuildExt},
 )

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from fastgsl.ops.voxel_stats import CE, D2, DP, HAUS, I, K, SP, SP2, ST, ST2, SURF, StatSpec  # noqa: F401
+from benchmarks.peak_memory import cuda_peak_extra_bytes
 
 H200_BW = 4.8e12  # bytes/s, HBM3e (NVIDIA H200 datasheet)
 WORKLOADS = {
@@ -196,16 +197,6 @@ def cuda_ms(fn, iters=20, warmup=3):
     return start.elapsed_time(end) / iters
 
 
-def peak_extra_bytes(fn):
-    """Peak memory allocated by ``fn`` above what was allocated before it (inputs, model)."""
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
-
-
 def _fwd_bwd_step(loss, z, labels, dtm):
     def step():
         z.grad = None
@@ -254,7 +245,7 @@ def test_fwd_bwd(benchmark, workload, impl, monkeypatch):
     step = _fwd_bwd_step(impls[impl](), z, labels, dtm)
     benchmark.group = f"fwd+bwd {workload}"
     benchmark.pedantic(lambda: (step(), torch.cuda.synchronize()), rounds=10, warmup_rounds=2, iterations=1)
-    extra = peak_extra_bytes(step)
+    extra = cuda_peak_extra_bytes(step)
     benchmark.extra_info.update(gpu=torch.cuda.get_device_name(), peak_extra_MiB=extra / 2**20,
                                 peak_extra_over_grad=extra / (z.numel() * z.element_size()))
 
@@ -274,7 +265,7 @@ def test_gpu_summary(monkeypatch):
         for name, factory in implementations(len(shape) - 2).items():
             step = _fwd_bwd_step(factory(), z, labels, dtm)
             ms = cuda_ms(step, iters=10)
-            res[name] = (ms, peak_extra_bytes(step))
+            res[name] = (ms, cuda_peak_extra_bytes(step))
         f_ms = res["fastgsl DiceCE+GSL"][0]
         for name, (ms, mem) in res.items():
             rows.append(dict(workload=wname, impl=name, ms=ms,

@@ -30,20 +30,26 @@ def measure(module: str, func: str, *args) -> int:
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def cuda_peak_extra_bytes(call) -> int:
+    """Peak CUDA memory allocated by ``call()`` above what was allocated before it (inputs, model)."""
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
 def _child(module: str, func: str, args) -> int:
     import importlib
 
-    import torch
 
     call, device = getattr(importlib.import_module(module), func)(*args)
     if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        call()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    # Touch the allocator once with a small call? No: the first call is the measurement, and VmHWM only grows.
+        return cuda_peak_extra_bytes(call)
+    # the first call is the measurement: VmHWM only grows, so no warm-up may run before it
     base = _status("VmRSS")
     call()
     return _status("VmHWM") - base
