@@ -11,7 +11,9 @@ depend on their versions).  It needs only a C++17 compiler, no CUDA.  If it cann
 installs; ``fastgsl.edt`` then compiles the same sources on first use, or falls back to scipy with a warning.
 The host statistics / gradient passes (``kernels/voxel_stats_host.cpp`` -> ``fastgsl/_stats_host*.so``) are built
 the same way, optional in the same way (``fastgsl.ops.voxel_stats`` then compiles them on first use, or runs the
-chunked PyTorch passes).  Both are loaded through ``fastgsl._native``.
+chunked PyTorch passes), and so is the k-d tree of the surface metrics (``kernels/nearest_host.cpp`` ->
+``fastgsl/_nearest_host*.so``; without it ``fastgsl.metrics`` uses the dense EDT).  All are loaded through
+``fastgsl._native``.
 """
 import hashlib
 from pathlib import Path
@@ -32,6 +34,7 @@ def _source_hash(*names: str) -> str:
 
 _EDT_SOURCES = ("edt.cu", "edt_host.cpp", "host_parallel.h")  # as fastgsl.edt._HOST_SOURCES
 _STATS_SOURCES = ("voxel_stats_host.cpp", "host_parallel.h")  # as fastgsl.ops.voxel_stats.host_library
+_NEAREST_SOURCES = ("nearest_host.cpp", "host_parallel.h")  # as fastgsl.nearest._SOURCES
 _CXX_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-pthread"]  # as fastgsl._native.CXX_FLAGS
 
 
@@ -75,6 +78,8 @@ setup(
     ext_modules=[
         _host_library("fastgsl._edt_host", "edt_host.cpp", _EDT_SOURCES, "FASTGSL_EDT_SOURCE_HASH"),
         _host_library("fastgsl._stats_host", "voxel_stats_host.cpp", _STATS_SOURCES, "FASTGSL_STATS_SOURCE_HASH"),
+        _host_library("fastgsl._nearest_host", "nearest_host.cpp", _NEAREST_SOURCES,
+                      "FASTGSL_NEAREST_SOURCE_HASH"),
     ],
     cmdclass={"build_ext": _OptionalBuildExt},
 )

@@ -8,7 +8,9 @@ Workloads:
 The masks are ellipsoids with a wavy surface; the prediction is shifted, rescaled and carries a small false
 positive far away, so that HD, HD95 and ASD all differ.  Peers:
 
-* ``fastgsl``: ``convention="monai"`` (the numbers MONAI gives), on ``FASTGSL_BENCH_DEVICE`` (default cpu);
+* ``fastgsl``: ``convention="monai"`` (the numbers MONAI gives), on ``FASTGSL_BENCH_DEVICE`` (default cpu), with the
+  default distance path (``auto``: the k-d tree on the CPU, the dense EDT on a GPU);
+* ``fastgsl_dense``: the same with ``FASTGSL_METRIC_DISTANCES=dense``, the batched EDT on every device;
 * ``fastgsl_paper``: ``convention="paper"`` (the numbers the SimpleITK loop gives);
 * ``monai``: ``compute_hausdorff_distance(percentile=95)`` / ``compute_average_surface_distance(symmetric=True)``
   (CPU: scipy erosion + KD-tree per pair; on a GPU with cuCIM installed, cuCIM's erosion and EDT);
@@ -36,7 +38,7 @@ ROUNDS = int(os.environ.get("FASTGSL_BENCH_ROUNDS", "3"))
 DEVICE = os.environ.get("FASTGSL_BENCH_DEVICE", "cpu")
 WORKLOADS = {"batch": (2, 3, (128, 128, 128)), "pair": (1, 1, (512, 512, 128))}
 METRICS = ("hd95", "asd")
-PEERS = ("fastgsl", "fastgsl_paper", "monai", "sitk")
+PEERS = ("fastgsl", "fastgsl_dense", "fastgsl_paper", "monai", "sitk")
 SPACING = (0.8, 0.8, 1.5)
 
 
@@ -101,18 +103,30 @@ def _sitk_loop(pred, target, include_background, metric):
 def make_call(peer: str, workload: str, metric: str, device: str = DEVICE):
     """A zero-argument callable computing ``metric`` on ``workload`` with ``peer``."""
     pred, target, bg = masks(workload)
-    if peer in ("fastgsl", "fastgsl_paper", "monai") and device != "cpu":
+    if peer != "sitk" and device != "cpu":
         pred, target = pred.to(device), target.to(device)
     if peer.startswith("fastgsl"):
         from fastgsl import metrics
 
         conv = "paper" if peer == "fastgsl_paper" else "monai"
         if metric == "hd95":
-            fn = lambda: metrics.hausdorff_distance(pred, target, spacing=SPACING, percentile=95,
-                                                    include_background=bg, convention=conv)
+            metric_fn = lambda: metrics.hausdorff_distance(pred, target, spacing=SPACING, percentile=95,
+                                                           include_background=bg, convention=conv)
         else:
-            fn = lambda: metrics.average_surface_distance(pred, target, spacing=SPACING, include_background=bg,
-                                                          convention=conv)
+            metric_fn = lambda: metrics.average_surface_distance(pred, target, spacing=SPACING,
+                                                                 include_background=bg, convention=conv)
+        path = "dense" if peer == "fastgsl_dense" else os.environ.get("FASTGSL_METRIC_DISTANCES", "auto")
+
+        def fn():
+            saved = os.environ.get("FASTGSL_METRIC_DISTANCES")
+            os.environ["FASTGSL_METRIC_DISTANCES"] = path
+            try:
+                return metric_fn()
+            finally:
+                if saved is None:
+                    del os.environ["FASTGSL_METRIC_DISTANCES"]
+                else:
+                    os.environ["FASTGSL_METRIC_DISTANCES"] = saved
     elif peer == "monai":
         from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
@@ -162,7 +176,7 @@ def test_surface_metric(benchmark, workload, metric, peer):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("peer", ("fastgsl", "monai"))
+@pytest.mark.parametrize("peer", ("fastgsl", "fastgsl_dense", "monai"))
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("workload", tuple(WORKLOADS))
 def test_surface_metric_cuda(benchmark, workload, metric, peer):
@@ -181,9 +195,9 @@ def test_surface_metric_cuda(benchmark, workload, metric, peer):
 
 
 def main():
-    from fastgsl import edt
+    from fastgsl import edt, metrics
 
-    rows = []
+    rows, paths = [], {}
     for workload in WORKLOADS:
         for metric in METRICS:
             res = {}
@@ -192,6 +206,8 @@ def main():
                     continue
                 call = make_call(peer, workload, metric)
                 value = call()
+                if peer.startswith("fastgsl"):
+                    paths.setdefault(peer, set()).add(metrics.last_distance_path)
                 times = []
                 for _ in range(ROUNDS):
                     t0 = time.perf_counter()
@@ -200,7 +216,8 @@ def main():
                 res[peer] = (min(times), sorted(times)[len(times) // 2], np.asarray(torch.as_tensor(value).cpu()))
             rows.append((workload, metric, res))
     print(f"HD95 / ASD, spacing {SPACING}, device {DEVICE}, {torch.get_num_threads()} threads, "
-          f"EDT engine: {getattr(edt, 'last_engine', None) or 'scipy (per item)'}, rounds {ROUNDS}")
+          f"rounds {ROUNDS}; distances (sparse = k-d tree, dense = EDT engine {edt.engine_name(DEVICE)}): "
+          + ", ".join(f"{p} {'+'.join(sorted(v))}" for p, v in paths.items()))
     print("| workload | metric | peer | min (s) | median (s) | MONAI / peer | SimpleITK / peer | max |diff| vs ref |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for workload, metric, res in rows:

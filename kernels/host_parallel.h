@@ -1,4 +1,4 @@
-// Thread fan-out shared by the host builds of the kernels (edt_host.cpp, voxel_stats_host.cpp).
+// Thread fan-out shared by the host builds of the kernels (edt_host.cpp, voxel_stats_host.cpp, nearest_host.cpp).
 #pragma once
 
 #include <thread>

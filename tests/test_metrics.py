@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from fastgsl import metrics, nearest
 from fastgsl.metrics import (average_surface_distance, dice_score, hausdorff_distance, segment_quantile,
                              surface_dice)
 
@@ -24,6 +25,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
                                         "ignore::DeprecationWarning", "ignore::RuntimeWarning")
 
 TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(autouse=True, params=["dense", "sparse"])
+def distance_path(request, monkeypatch):
+    """Every test runs on both ways of getting the distances: the dense EDT and the k-d tree."""
+    if request.param == "sparse" and not nearest.available():
+        pytest.skip("the host nearest-site library could neither be found nor compiled here")
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", request.param)
+    return request.param
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -499,3 +509,67 @@ def test_cuda_matches_cpu():
         gpu = fn(p.cuda(), t.cuda(), spacing=sp, **kw)
         assert gpu.device.type == "cuda"
         torch.testing.assert_close(gpu.cpu(), cpu, equal_nan=True, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# choice of the distance path
+
+def _spy_sparse(monkeypatch):
+    calls = []
+    real = nearest.segment_distances
+
+    def spy(queries, *args):
+        calls.append(queries.numel())
+        return real(queries, *args)
+
+    monkeypatch.setattr(nearest, "segment_distances", spy)
+    return calls
+
+
+def sphere_pair(n=41):
+    g = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float32),) * 3, indexing="ij"))
+    r = ((g - n / 2) ** 2).sum(0).sqrt()
+    return (r < n / 4)[None, None], (r < n / 4 + 2)[None, None]
+
+
+def test_auto_takes_the_tree_for_surfaces_and_the_dense_edt_for_volumes(monkeypatch):
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "auto")
+    calls = _spy_sparse(monkeypatch)
+    p, t = sphere_pair()
+    hausdorff_distance(p, t, include_background=True, percentile=95)  # edges: a few % of the box
+    assert len(calls) == 1
+    # paper HD of two disjoint slabs: every voxel of each is searched, more than the box is worth
+    a = torch.zeros(1, 1, 31, 31, 31, dtype=torch.bool)
+    b = torch.zeros_like(a)
+    a[..., :15, :, :] = True
+    b[..., 16:, :, :] = True
+    hausdorff_distance(a, b, include_background=True, convention="paper")
+    assert len(calls) == 1
+
+
+def test_paper_hd_searches_only_voxels_outside_the_other_mask(monkeypatch):
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "sparse")
+    calls = _spy_sparse(monkeypatch)
+    p, t = sphere_pair()
+    got = hausdorff_distance(p, t, include_background=True, convention="paper", spacing=(0.9, 1.1, 1.3))
+    assert calls == [int((t & ~p).sum())]  # p lies inside t: only t's outer shell is searched
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "dense")
+    ref = hausdorff_distance(p, t, include_background=True, convention="paper", spacing=(0.9, 1.1, 1.3))
+    assert torch.equal(got, ref)
+
+
+def test_without_the_tree_library_the_dense_edt_answers(monkeypatch):
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "sparse")
+    p, t = case(3)
+    ref = average_surface_distance(p, t, spacing=(1.5, 0.8, 1.1))
+    monkeypatch.setattr(nearest.host_library, "load", lambda: (None, "not built (test)"))
+    torch.testing.assert_close(average_surface_distance(p, t, spacing=(1.5, 0.8, 1.1)), ref, equal_nan=True,
+                               rtol=1e-6, atol=0)
+
+
+def test_bad_distance_path(monkeypatch):
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "kdtree")
+    p, t = case(2)
+    with pytest.raises(ValueError, match="FASTGSL_METRIC_DISTANCES"):
+        hausdorff_distance(p, t)
+    assert metrics.DISTANCE_PATHS == ("auto", "dense", "sparse")

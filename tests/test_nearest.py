@@ -1,0 +1,134 @@
+"""fastgsl.nearest (the k-d tree of kernels/nearest_host.cpp) against a brute-force float64 minimum computed with
+the same operations, scipy's cKDTree, and the dense EDT (fastgsl.edt.distance_to_sites)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from fastgsl import nearest
+from fastgsl.edt import distance_to_sites
+
+pytestmark = pytest.mark.skipif(not nearest.available(),
+                                reason="the host nearest-site library could neither be found nor compiled here")
+
+
+def brute(q_local, s_local, shape, sp):
+    """float32 distances, the squared distance summed from the last axis down like the kernel."""
+    if len(s_local) == 0:
+        return np.full(len(q_local), np.inf, np.float32)
+    qc = np.stack(np.unravel_index(q_local, shape), 1).astype(np.int64)
+    sc = np.stack(np.unravel_index(s_local, shape), 1).astype(np.int64)
+    acc = None
+    for k in range(len(shape) - 1, -1, -1):
+        x = (qc[:, None, k] - sc[None, :, k]).astype(np.float64) * sp[k]
+        acc = x * x if acc is None else acc + x * x
+    return np.sqrt(acc.min(1)).astype(np.float32)
+
+
+def random_segments(rng, S, shape, q_frac, s_frac, empty_sites=()):
+    V = math.prod(shape)
+    q, s = [], []
+    for seg in range(S):
+        qm = rng.random(V) < q_frac
+        sm = rng.random(V) < s_frac
+        if seg in empty_sites:
+            sm[:] = False
+        q.append(np.nonzero(qm)[0] + seg * V)
+        s.append(np.nonzero(sm)[0] + seg * V)
+    return np.concatenate(q), np.concatenate(s)
+
+
+@pytest.mark.parametrize("shape", [(17, 23), (13, 11, 15), (1, 9, 31)])
+def test_matches_brute_force_exactly(shape):
+    rng = np.random.default_rng(len(shape))
+    S, nd = 5, len(shape)
+    q, s = random_segments(rng, S, shape, 0.08, 0.03, empty_sites=(3,))
+    site_of = np.array([1, 0, 2, 4, 3])  # crossed, self and an empty site set (segment 3)
+    sp = rng.uniform(0.3, 2.5, (S, nd))
+    out = nearest.segment_distances(torch.from_numpy(q), torch.from_numpy(s), torch.from_numpy(site_of), shape,
+                                    torch.from_numpy(sp))
+    V = math.prod(shape)
+    seg_q, seg_s = q // V, s // V
+    for seg in range(S):
+        k = site_of[seg]
+        ref = brute(q[seg_q == seg] - seg * V, s[seg_s == k] - k * V, shape, sp[seg])
+        np.testing.assert_array_equal(out.numpy()[seg_q == seg], ref)
+    assert torch.isinf(out[torch.from_numpy(seg_q == 4)]).all()  # segment 4 reads the empty site set 3
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_matches_scipy_ckdtree(nd):
+    rng = np.random.default_rng(7 + nd)
+    shape = (41, 37) if nd == 2 else (21, 19, 23)
+    sp = (0.8, 1.7) if nd == 2 else (1.5, 0.8, 1.1)
+    q, s = random_segments(rng, 1, shape, 0.05, 0.01)
+    out = nearest.segment_distances(torch.from_numpy(q), torch.from_numpy(s), torch.zeros(1, dtype=torch.int64),
+                                    shape, torch.tensor([sp], dtype=torch.float64))
+    qc = np.stack(np.unravel_index(q, shape), 1) * np.asarray(sp)
+    sc = np.stack(np.unravel_index(s, shape), 1) * np.asarray(sp)
+    ref = cKDTree(sc).query(qc)[0]
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.5, 2.0, 1.0), (1.5, 0.8, 1.1)])
+def test_equals_dense_edt(spacing):
+    """Surface-like sites (the shell of random blobs, touching the border) and one far single voxel."""
+    rng = np.random.default_rng(3)
+    shape = (15, 17, 19)
+    f = torch.from_numpy(rng.standard_normal((2,) + shape)).float()
+    blob = torch.nn.functional.avg_pool3d(f[:, None], 5, 1, 2)[:, 0] > 0.1
+    shell = blob & ~(-torch.nn.functional.max_pool3d(-blob.float()[:, None], 3, 1, 1)[:, 0] > 0.5)
+    shell[1] = False
+    shell[1, 0, 0, 0] = True
+    dense = distance_to_sites(shell, spacing, spatial_dims=3)
+    queries = torch.nonzero(torch.rand((2,) + shape, generator=torch.Generator().manual_seed(0)).view(-1) < 0.2)
+    queries = queries.flatten()
+    sites = torch.nonzero(shell.view(-1)).flatten()
+    out = nearest.segment_distances(queries, sites, torch.tensor([0, 1]), shape,
+                                    torch.tensor([spacing, spacing], dtype=torch.float64))
+    ref = dense.view(-1)[queries]
+    if all(math.log2(s).is_integer() for s in spacing):
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)  # every operation exact
+    else:
+        torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
+
+
+def test_deterministic_across_threads():
+    rng = np.random.default_rng(11)
+    shape = (23, 21, 25)
+    q, s = random_segments(rng, 3, shape, 0.1, 0.02)
+    args = (torch.from_numpy(q), torch.from_numpy(s), torch.tensor([2, 0, 1]), shape,
+            torch.tensor([(1.2, 0.7, 2.1)] * 3, dtype=torch.float64))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = nearest.segment_distances(*args)
+        torch.set_num_threads(2)
+        two = nearest.segment_distances(*args)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, two)
+    assert torch.equal(two, nearest.segment_distances(*args))
+
+
+def test_degenerate_sets():
+    shape = (5, 6, 7)
+    V = math.prod(shape)
+    # one site, queries including the site itself and the far corner; a segment with no query at all
+    q = torch.tensor([0, 3, V - 1, 2 * V + 5])
+    s = torch.tensor([0, 2 * V + 5])
+    out = nearest.segment_distances(q, s, torch.tensor([0, 1, 2]), shape, torch.ones(3, 3, dtype=torch.float64))
+    assert out.tolist() == [0.0, 3.0, pytest.approx(math.sqrt(4 ** 2 + 5 ** 2 + 6 ** 2)), 0.0]
+    empty = nearest.segment_distances(torch.zeros(0, dtype=torch.int64), s, torch.tensor([0, 1, 2]), shape,
+                                      torch.ones(3, 3, dtype=torch.float64))
+    assert empty.numel() == 0
+
+
+def test_bad_shape():
+    with pytest.raises(ValueError, match="2-D or 3-D"):
+        nearest.segment_distances(torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), (2, 2, 2, 2),
+                                  torch.ones(1, 4, dtype=torch.float64))
