@@ -29,6 +29,7 @@ import functools
 import os
 import time
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -118,15 +119,8 @@ def make_call(peer: str, workload: str, metric: str, device: str = DEVICE):
         path = "dense" if peer == "fastgsl_dense" else os.environ.get("FASTGSL_METRIC_DISTANCES", "auto")
 
         def fn():
-            saved = os.environ.get("FASTGSL_METRIC_DISTANCES")
-            os.environ["FASTGSL_METRIC_DISTANCES"] = path
-            try:
+            with mock.patch.dict(os.environ, {"FASTGSL_METRIC_DISTANCES": path}):
                 return metric_fn()
-            finally:
-                if saved is None:
-                    del os.environ["FASTGSL_METRIC_DISTANCES"]
-                else:
-                    os.environ["FASTGSL_METRIC_DISTANCES"] = saved
     elif peer == "monai":
         from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 

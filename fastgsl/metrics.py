@@ -297,9 +297,9 @@ def _distance_path() -> str:
     return path
 
 
-def _sparse_distances(idx, queries, sites, spacings, nd, solid):
-    """The distances of the query voxels (flat indices ``idx`` into ``queries``) through the k-d tree of
-    :mod:`fastgsl.nearest`, or None for the dense EDT.
+def _sparse_distances(idx, partner, queries, sites, spacings, nd, solid):
+    """The distances of the query voxels (flat indices ``idx`` into ``queries``; ``partner``: the same voxels in
+    the other direction's half) through the k-d tree of :mod:`fastgsl.nearest`, or None for the dense EDT.
 
     ``solid``: the sites are whole masks (``"paper"`` HD).  A query inside the other mask is then at 0, and for
     any other query the nearest voxel of that mask lies on its ``LabelContour`` (from the nearest voxel, a
@@ -314,10 +314,9 @@ def _sparse_distances(idx, queries, sites, spacings, nd, solid):
     path = _distance_path()
     if path == "dense" or queries.device.type != "cpu" or idx.numel() == 0:
         return None
-    half = queries[0].numel()
     search, outside = idx, None
     if solid:
-        outside = ~sites.view(-1)[torch.where(idx < half, idx + half, idx - half)]
+        outside = ~sites.view(-1)[partner]
         search = idx[outside]
     if path == "auto":
         per_query = math.log2(idx.numel() / 2 + 2)  # a rough log2 of the tree size, as calibrated
@@ -378,13 +377,14 @@ def _directed_sets(p, t, nd, spacings, convention, kind) -> _Sets | None:
     half = queries[0].numel()
     idx = torch.nonzero(queries.view(-1)).flatten()
     seg = idx // (half // (B * C)) if B * C else idx
+    partner = torch.where(idx < half, idx + half, idx - half)
     global last_distance_path
-    values = _sparse_distances(idx, queries, sites, spacings, nd, solid=convention == "paper" and kind == "hd")
-    last_distance_path = "sparse"
+    values = _sparse_distances(idx, partner, queries, sites, spacings, nd,
+                               solid=convention == "paper" and kind == "hd")
+    last_distance_path = "dense" if values is None else "sparse"
     if values is None:
-        last_distance_path = "dense"
         dist = _distance_maps(sites, spacings, nd)  # dist[0]: to pred's sites, dist[1]: to target's sites
-        values = dist.view(-1)[torch.where(idx < half, idx + half, idx - half)]
+        values = dist.view(-1)[partner]
     counts = torch.bincount(seg, minlength=2 * B * C)
     # every query lies in its mask and every nonempty mask has one, except that a full mask has no LabelContour
     present = (counts > 0).view(2, B, C)

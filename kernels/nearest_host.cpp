@@ -160,7 +160,8 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             const long long k = site_of[s];
             Tree& t = trees[(size_t)s];
             t.pts.resize((size_t)(s_off[k + 1] - s_off[k]));
-            for (long long i = s_off[k]; i < s_off[k + 1]; ++i) decode(s_idx[i] - k * V, g, t.pts[(size_t)(i - s_off[k])].c);
+            for (long long i = s_off[k]; i < s_off[k + 1]; ++i)
+                decode(s_idx[i] - k * V, g, t.pts[(size_t)(i - s_off[k])].c);
             if (!t.pts.empty()) {
                 t.nodes.reserve(4 * t.pts.size() / kLeaf + 1);
                 build(t, 0, (int)t.pts.size(), g);
