@@ -1,4 +1,4 @@
-"""Benchmarks of the exact signed DTM (``kernels/edt.cu`` through ``fastgsl.edt`` / ``fastgsl.dtm``).
+"""Benchmarks of the exact signed DTM (``kernels/edt.cu`` through ``fastgsl.ops.edt`` / ``fastgsl.dtm``).
 
 Run (not collected by default; ``testpaths`` is ``tests``)::
 
@@ -30,7 +30,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fastgsl.edt as E
+import fastgsl.ops.edt as E
 from fastgsl.dtm import labels_to_dtm, signed_distance
 
 THREADS = torch.get_num_threads()

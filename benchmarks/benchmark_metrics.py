@@ -189,7 +189,8 @@ def test_surface_metric_cuda(benchmark, workload, metric, peer):
 
 
 def main():
-    from fastgsl import edt, metrics
+    from fastgsl import metrics
+    from fastgsl.ops import edt
 
     rows, paths = [], {}
     for workload in WORKLOADS:

@@ -1,7 +1,7 @@
 """Loading fastgsl's optional host libraries: plain C++ shared libraries opened with ctypes.
 
-The host kernels (``kernels/edt_host.cpp`` for :mod:`fastgsl.edt`, ``kernels/voxel_stats_host.cpp`` for
-:mod:`fastgsl.ops.voxel_stats`, ``kernels/nearest_host.cpp`` for :mod:`fastgsl.nearest`) use neither the Python
+The host kernels (``kernels/edt_host.cpp`` for :mod:`fastgsl.ops.edt`, ``kernels/voxel_stats_host.cpp`` for
+:mod:`fastgsl.ops.voxel_stats`, ``kernels/nearest_host.cpp`` for :mod:`fastgsl.ops.nearest`) use neither the Python
 nor the torch C API, so one build works with any Python and torch version.  ``setup.py`` builds each as an optional extension (``fastgsl/<stem>*.so``); when that did not
 happen (a source checkout, no compiler at install time) :meth:`HostLibrary.load` compiles the same sources on
 first use into ``$FASTGSL_CACHE_DIR`` (default ``$XDG_CACHE_HOME/fastgsl`` or ``~/.cache/fastgsl``).

@@ -5,8 +5,8 @@ Every function takes ``pred`` and ``target`` either as binary masks ``(B, C, *sp
 dtype holding only 0 and 1) or, with ``num_classes``, as integer label maps ``(B, *spatial)`` / ``(B, 1, *spatial)``,
 in 2-D or 3-D, and returns a ``(B, C')`` float32 tensor on the inputs' device, where ``C' = C - 1`` unless
 ``include_background=True``.  There is no per-item loop in this module: the distance work of a whole batch is one
-call, either to the batched exact EDT (:func:`fastgsl.edt.distance_to_sites`, once per distinct spacing) or, on the
-CPU, to the batched k-d tree search of :mod:`fastgsl.nearest`, which measures only the query voxels.
+call, either to the batched exact EDT (:func:`fastgsl.ops.edt.distance_to_sites`, once per distinct spacing) or, on the
+CPU, to the batched k-d tree search of :mod:`fastgsl.ops.nearest`, which measures only the query voxels.
 
 Distances (``FASTGSL_METRIC_DISTANCES``): ``auto`` (default) takes the dense EDT on a GPU, and on the CPU whichever
 of the two costs less by a simple model (the EDT: the cropped box volume; the tree: searched voxels x log2 of the
@@ -79,8 +79,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fastgsl import nearest
-from fastgsl.edt import distance_to_sites
+from fastgsl.ops import nearest
+from fastgsl.ops.edt import distance_to_sites
 
 CONVENTIONS = ("monai", "paper")
 EMPTY_POLICIES = ("nan", "paper")
@@ -299,7 +299,7 @@ def _distance_path() -> str:
 
 def _sparse_distances(idx, partner, queries, sites, spacings, nd, solid):
     """The distances of the query voxels (flat indices ``idx`` into ``queries``; ``partner``: the same voxels in
-    the other direction's half) through the k-d tree of :mod:`fastgsl.nearest`, or None for the dense EDT.
+    the other direction's half) through the k-d tree of :mod:`fastgsl.ops.nearest`, or None for the dense EDT.
 
     ``solid``: the sites are whole masks (``"paper"`` HD).  A query inside the other mask is then at 0, and for
     any other query the nearest voxel of that mask lies on its ``LabelContour`` (from the nearest voxel, a

@@ -20,7 +20,7 @@ Operations and their engines:
 =================  ==================================================================
 ``voxel_stats``    ``"native"`` (C++ host passes), ``"torch"`` (chunked PyTorch passes), ``"triton"``
 ``edt``            ``"cupy"``, ``"host"`` (the C++ build of ``kernels/edt.cu``), ``"scipy"``
-``metric_distances``  ``"sparse"`` (k-d tree of ``fastgsl.nearest``), ``"dense"`` (EDT)
+``metric_distances``  ``"sparse"`` (k-d tree of ``fastgsl.ops.nearest``), ``"dense"`` (EDT)
 =================  ==================================================================
 """
 from __future__ import annotations

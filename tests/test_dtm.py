@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-import fastgsl.edt as E
+import fastgsl.ops.edt as E
 from fastgsl.dtm import CONVENTIONS, labels_to_dtm, signed_distance
 
 

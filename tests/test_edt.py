@@ -1,4 +1,4 @@
-"""The EDT engine (fastgsl.edt): exactness against scipy, the host build really in use, the scipy last resort,
+"""The EDT engine (fastgsl.ops.edt): exactness against scipy, the host build really in use, the scipy last resort,
 the nvcc compile check of kernels/edt.cu, and the CUDA path (CuPy) where a GPU exists."""
 import shutil
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-import fastgsl.edt as E
+import fastgsl.ops.edt as E
 
 KERNELS = E._kernel_dir()
 

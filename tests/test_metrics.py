@@ -13,7 +13,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from fastgsl import metrics, nearest
+from fastgsl import metrics
+from fastgsl.ops import nearest
 from fastgsl.metrics import (average_surface_distance, dice_score, hausdorff_distance, segment_quantile,
                              surface_dice)
 

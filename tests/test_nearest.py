@@ -1,5 +1,5 @@
-"""fastgsl.nearest (the k-d tree of kernels/nearest_host.cpp) against a brute-force float64 minimum computed with
-the same operations, scipy's cKDTree, and the dense EDT (fastgsl.edt.distance_to_sites)."""
+"""fastgsl.ops.nearest (the k-d tree of kernels/nearest_host.cpp) against a brute-force float64 minimum computed with
+the same operations, scipy's cKDTree, and the dense EDT (fastgsl.ops.edt.distance_to_sites)."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from fastgsl import nearest
-from fastgsl.edt import distance_to_sites
+from fastgsl.ops import nearest
+from fastgsl.ops.edt import distance_to_sites
 
 pytestmark = pytest.mark.skipif(not nearest.available(),
                                 reason="the host nearest-site library could neither be found nor compiled here")

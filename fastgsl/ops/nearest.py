@@ -1,6 +1,6 @@
 """Exact distances from sparse query voxels to the nearest voxel of a sparse site set, on the CPU.
 
-The sparse counterpart of :func:`fastgsl.edt.distance_to_sites` for when only a few voxels need a distance and the
+The sparse counterpart of :func:`fastgsl.ops.edt.distance_to_sites` for when only a few voxels need a distance and the
 sites are few too: the surface metrics' edge voxels.  A k-d tree per site set (``kernels/nearest_host.cpp``,
 threads over queries) costs about ``(queries) x log(sites)`` where the dense EDT costs the box volume; on a CPU
 that wins for surfaces (MONAI 1.6 made the same choice with scipy's cKDTree), while on a GPU the dense EDT stays

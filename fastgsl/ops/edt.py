@@ -295,7 +295,7 @@ def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int,
     if device.type == "cuda":
         engine = _cupy_engine()
         if engine is None and _host_engine() is not None:
-            _warn_once("cupy", "fastgsl.edt: CuPy is unavailable (" + str(_engines["cupy_reason"]) + "); CUDA "
+            _warn_once("cupy", "fastgsl.ops.edt: CuPy is unavailable (" + str(_engines["cupy_reason"]) + "); CUDA "
                        "tensors are transformed by the host build through a CPU copy")
             last_engine = "host"
             return _run(src.cpu(), nonzero=nonzero, C=C, shape=shape, spacing=spacing, mode=mode,
@@ -303,7 +303,7 @@ def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int,
     else:
         engine = _host_engine()
     if engine is None:
-        _warn_once("scipy", "fastgsl.edt: the native host EDT library is unavailable ("
+        _warn_once("scipy", "fastgsl.ops.edt: the native host EDT library is unavailable ("
                    + str(_engines.get("host_reason")) + "); falling back to scipy, one item at a time (slow)")
         last_engine = "scipy"
         return _scipy_run(src, nonzero, C, shape, spacing, mode, fill)
