@@ -1,0 +1,75 @@
+"""The argument rules of fastgsl's public functions, each written once.
+
+Every public entry point (the losses' constructors and ``forward``, ``fastgsl.dtm``, ``fastgsl.metrics``) checks
+its arguments with these helpers at the boundary; the ops below them trust what they are given.  Each helper
+raises ``TypeError`` for a wrong kind of value and ``ValueError`` for a wrong value, with a message that names
+the argument.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value) -> int:
+    """A positive ``int`` (``True`` is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_integer_labels(name: str, labels) -> torch.Tensor:
+    """An integer (not bool, float or complex) tensor."""
+    check_tensor(name, labels)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"{name} must be an integer tensor, got {labels.dtype}")
+    return labels
+
+
+def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context: str = "") -> None:
+    """Every value of ``labels`` lies in ``[0, num_labels)``.
+
+    One ``aminmax`` reduction and one host read; skipped while ``torch.compile`` traces (a data-dependent check
+    cannot be part of the graph)."""
+    if labels.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = (int(v) for v in torch.aminmax(labels))
+    if lo < 0 or hi >= num_labels:
+        raise ValueError(f"{name} must lie in [0, {num_labels}){context}; found values in [{lo}, {hi}]")
+
+
+def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
+    """Voxel spacing per spatial axis, in tensor axis order: None (1), a number (isotropic) or ``ndim`` numbers,
+    each positive and finite."""
+    if spacing is None:
+        return (1.0,) * ndim
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        spacing = (float(spacing),) * ndim
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except TypeError:
+        raise TypeError(f"spacing must be a number or a sequence of numbers, got {spacing!r}") from None
+    if len(sp) != ndim:
+        raise ValueError(f"spacing has {len(sp)} entries but the data has {ndim} spatial dimensions")
+    if any(not math.isfinite(s) or s <= 0 for s in sp):
+        raise ValueError(f"spacing must be positive and finite, got {sp}")
+    return sp
+
+
+__all__ = ["check_choice", "check_positive_int", "check_tensor", "check_integer_labels", "check_label_range",
+           "check_spacing"]
