@@ -209,7 +209,7 @@ def _fwd_bwd_step(loss, z, labels, dtm):
 @pytest.mark.parametrize("pass_", ["stats", "grad"])
 def test_kernel_bandwidth(benchmark, workload, pass_, monkeypatch):
     """One kernel pass of Dice-CE + GSL: achieved GB/s and % of the roofline (extra_info)."""
-    from fastgsl.kernels import voxel_stats as kv
+    from fastgsl.ops.voxel_stats import triton_passes as kv
 
     shape = WORKLOADS[workload]
     z, labels, dtm = make_inputs(shape, "cuda")

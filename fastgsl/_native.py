@@ -2,14 +2,14 @@
 
 The host kernels (``kernels/edt_host.cpp`` for :mod:`fastgsl.ops.edt`, ``kernels/voxel_stats_host.cpp`` for
 :mod:`fastgsl.ops.voxel_stats`, ``kernels/nearest_host.cpp`` for :mod:`fastgsl.ops.nearest`) use neither the Python
-nor the torch C API, so one build works with any Python and torch version.  ``setup.py`` builds each as an optional extension (``fastgsl/<stem>*.so``); when that did not
-happen (a source checkout, no compiler at install time) :meth:`HostLibrary.load` compiles the same sources on
-first use into ``$FASTGSL_CACHE_DIR`` (default ``$XDG_CACHE_HOME/fastgsl`` or ``~/.cache/fastgsl``).
+nor the torch C API, so one build works with any Python and torch version.  What makes each library (its sources,
+flags and digest) is ``kernels/manifest.py``.  ``setup.py`` builds each as an optional extension
+(``fastgsl/<stem>*.so``); when that did not happen (a source checkout, no compiler at install time)
+:meth:`HostLibrary.load` compiles the same sources on first use into ``$FASTGSL_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/fastgsl`` or ``~/.cache/fastgsl``).
 
-Every library exports ``<prefix>_source_hash()``: the sha256 prefix of its sources, compiled in with
-``-D<HASH_MACRO>="..."`` (``setup.py`` computes the same digest with :func:`source_hash`).  A built library whose
-digest differs from the sources next to the package is stale: the sources are compiled into the cache instead,
-and the stale library is used only when that compile fails.
+A built library whose compiled-in digest differs from the sources next to the package is stale: the sources are
+compiled into the cache instead, and the stale library is used only when that compile fails.
 """
 from __future__ import annotations
 
@@ -23,33 +23,13 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
-#: flags of every host build (setup.py passes the same ones); no FMA contraction so results match the GPU builds
-CXX_FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-pthread")
+from fastgsl.kernels import manifest
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def kernel_dir(marker: str) -> Path:
-    """The kernel sources: ``fastgsl.kernels`` (installed copy) if it holds ``marker``, else the checkout's
-    top-level ``kernels/``."""
-    try:
-        import fastgsl.kernels as k
-        d = Path(k.__file__).parent
-        if (d / marker).exists():
-            return d
-    except ImportError:
-        pass
-    return _PACKAGE_DIR.parent / "kernels"
-
-
-def source_hash(kdir: Path, names: Sequence[str]) -> str:
-    """sha256 prefix of the sources ``names`` in ``kdir``, in that order."""
-    h = hashlib.sha256()
-    for name in names:
-        h.update((Path(kdir) / name).read_bytes())
-    return h.hexdigest()[:16]
+#: the kernel sources: the installed ``fastgsl.kernels`` (``kernels/`` of the checkout in an editable install)
+KERNEL_DIR = Path(manifest.__file__).resolve().parent
 
 
 def cache_dir() -> Path:
@@ -65,26 +45,26 @@ def warn_once(registry: set, key: str, msg: str, stacklevel: int = 3):
 
 
 class HostLibrary:
-    """One optional host library.
+    """One optional host library, as ``spec`` (a ``kernels/manifest.py`` entry) describes it.
 
-    ``stem``: file stem of the built library (``_edt_host`` -> ``fastgsl/_edt_host*.so``); ``main``: the
-    translation unit; ``sources``: every file whose bytes go into the digest (``main`` included); ``hash_macro``:
-    the macro carrying the digest; ``prefix``: the exported symbol prefix (``<prefix>_source_hash``);
-    ``bind(lib)``: sets argtypes / restypes and raises ``OSError`` / ``AttributeError`` on an ABI mismatch.
+    ``bind(lib)`` sets argtypes / restypes and raises ``OSError`` / ``AttributeError`` on an ABI mismatch.
+    ``kernel_dir`` (tests) replaces the folder of the sources.
     """
 
-    def __init__(self, stem: str, main: str, sources: Sequence[str], hash_macro: str, prefix: str,
-                 bind: Callable[[ctypes.CDLL], ctypes.CDLL]):
-        self.stem, self.main, self.sources = stem, main, tuple(sources)
-        self.hash_macro, self.prefix, self.bind = hash_macro, prefix, bind
+    def __init__(self, spec: manifest.HostLibrarySpec, bind: Callable[[ctypes.CDLL], ctypes.CDLL],
+                 kernel_dir: Path | None = None):
+        self.spec, self.bind = spec, bind
+        self.stem, self.main, self.sources = spec.stem, spec.main, tuple(spec.sources)
+        self.hash_macro, self.prefix = spec.hash_macro, spec.prefix
+        self._kernel_dir = Path(kernel_dir) if kernel_dir is not None else KERNEL_DIR
         self._lock = threading.Lock()
         self._result = None
 
     def kernel_dir(self) -> Path:
-        return kernel_dir(self.main)
+        return self._kernel_dir
 
     def digest(self, kdir: Path | None = None) -> str:
-        return source_hash(kdir or self.kernel_dir(), self.sources)
+        return manifest.source_hash(kdir or self.kernel_dir(), self.sources)
 
     def _open(self, path) -> ctypes.CDLL:
         lib = self.bind(ctypes.CDLL(str(path)))
@@ -99,7 +79,7 @@ class HostLibrary:
         cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
         if not cxx:
             raise OSError("no C++ compiler found (set CXX)")
-        flags = [*CXX_FLAGS, "-shared", "-fPIC", f'-D{self.hash_macro}="{digest}"']
+        flags = [*manifest.CXX_FLAGS, "-shared", "-fPIC", f'-D{self.hash_macro}="{digest}"']
         key = hashlib.sha256((digest + " ".join([cxx] + flags)).encode()).hexdigest()[:16]
         cache = cache_dir()
         target = cache / f"{self.stem.lstrip('_')}_{key}.so"

@@ -40,7 +40,7 @@ def resolve(device: torch.device) -> str:
 
 def triton_available() -> bool:
     try:
-        import fastgsl.kernels.voxel_stats  # noqa: F401
+        import triton  # noqa: F401
     except ImportError:
         return False
     return True

@@ -1,7 +1,6 @@
 """Signed distance transform maps (DTMs) of masks and label maps.
 
-Conventions (``convention=``), as defined in ``shared/CONVENTIONS.md`` and checked in the tests against the
-peers themselves:
+Conventions (``convention=``), each checked in ``tests/test_dtm.py`` against the peer itself:
 
 ``"itk"`` (default)
     SimpleITK ``SignedMaurerDistanceMap(insideIsPositive=False, squaredDistance=False, useImageSpacing=True)``,
@@ -9,8 +8,8 @@ peers themselves:
     background voxel among their 8 (2-D) or 26 (3-D) neighbours; the image border is not background.
     ``D = -dist(p, contour)`` inside, ``+dist`` outside, 0 on the contour.
 ``"kervadec"``
-    The boundary-loss repository: ``EDT(~m) * ~m - (EDT(m) - 1) * m`` with spacing inside both EDTs (the ``-1``
-    is not scaled by spacing).
+    The boundary-loss repository of Kervadec et al. (``one_hot2dist`` in its ``utils.py``):
+    ``EDT(~m) * ~m - (EDT(m) - 1) * m`` with spacing inside both EDTs (the ``-1`` is not scaled by spacing).
 ``"edt"``
     Plain signed EDT, ``EDT(~m) - EDT(m)``, where ``EDT(x)`` is scipy's distance from each nonzero voxel to the
     nearest zero voxel.
@@ -41,12 +40,10 @@ from typing import Sequence
 import torch
 
 from fastgsl.ops import edt as _edt
+from fastgsl.validation import (check_choice, check_integer_labels, check_label_range, check_positive_int,
+                                check_spacing, check_tensor)
 
-CONVENTIONS = ("itk", "kervadec", "edt")
-
-
-def _spacing(spacing, ndim: int) -> tuple[float, ...]:
-    return _edt._check_spacing(spacing, ndim)
+DTM_CONVENTIONS = ("itk", "kervadec", "edt")
 
 
 def _fill_value(fill, convention: str, shape, spacing) -> float:
@@ -61,11 +58,6 @@ def _fill_value(fill, convention: str, shape, spacing) -> float:
     raise ValueError(f"fill must be 'diagonal', 'zero' or a finite number, got {fill!r}")
 
 
-def _check_convention(convention: str):
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-
-
 def signed_distance(mask: torch.Tensor, spacing: Sequence[float] | float | None = None, *,
                     spatial_dims: int | None = None, convention: str = "itk", fill=None) -> torch.Tensor:
     """Signed DTM of every mask in ``mask`` (shape ``(..., *spatial)``), as float32 on the mask's device.
@@ -77,15 +69,14 @@ def signed_distance(mask: torch.Tensor, spacing: Sequence[float] | float | None 
         convention: ``"itk"``, ``"kervadec"`` or ``"edt"`` (module docstring).
         fill: value for masks with no object or no background (module docstring).
     """
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    _check_convention(convention)
+    check_tensor("mask", mask)
+    check_choice("convention", convention, DTM_CONVENTIONS)
     if spatial_dims is None:
         spatial_dims = min(mask.ndim, 3)
     if spatial_dims not in (2, 3) or mask.ndim < spatial_dims:
         raise ValueError(f"signed_distance supports 2-D and 3-D masks; got spatial_dims={spatial_dims} for a "
                          f"tensor of shape {tuple(mask.shape)}")
-    sp = _spacing(spacing, spatial_dims)
+    sp = check_spacing(spacing, spatial_dims)
     fv = _fill_value(fill, convention, mask.shape[mask.ndim - spatial_dims:], sp)
     return _edt.signed_dtm(mask, sp, spatial_dims=spatial_dims, convention=convention, fill_value=fv)
 
@@ -97,13 +88,9 @@ def labels_to_dtm(labels: torch.Tensor, num_classes: int, spacing: Sequence[floa
     Channel ``c`` is the DTM of ``labels == c``.  No one-hot tensor of the batch is materialised.
     ``spatial_dims`` defaults to ``labels.ndim - 1``; pass it when the labels carry a singleton channel axis.
     """
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    _check_convention(convention)
+    check_integer_labels("labels", labels)
+    check_positive_int("num_classes", num_classes)
+    check_choice("convention", convention, DTM_CONVENTIONS)
     if spatial_dims is None:
         spatial_dims = labels.ndim - 1
     if spatial_dims not in (2, 3):
@@ -115,13 +102,18 @@ def labels_to_dtm(labels: torch.Tensor, num_classes: int, spacing: Sequence[floa
     elif labels.ndim != spatial_dims + 1:
         raise ValueError(f"labels must be (B, *spatial) or (B, 1, *spatial) with {spatial_dims} spatial "
                          f"dimensions, got {tuple(labels.shape)}")
-    if labels.numel():
-        lo, hi = torch.aminmax(labels)
-        if lo.item() < 0 or hi.item() >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}), found values in [{lo.item()}, {hi.item()}]")
-    sp = _spacing(spacing, spatial_dims)
-    fv = _fill_value(fill, convention, labels.shape[1:], sp)
-    return _edt.labels_dtm(labels, num_classes, sp, convention=convention, fill_value=fv)
+    check_label_range("labels", labels, num_classes)
+    sp = check_spacing(spacing, spatial_dims)
+    return class_dtms(labels, num_classes, sp, convention, fill)
 
 
-__all__ = ["signed_distance", "labels_to_dtm", "CONVENTIONS"]
+def class_dtms(labels: torch.Tensor, num_classes: int, spacing: tuple, convention: str, fill=None) -> torch.Tensor:
+    """:func:`labels_to_dtm` for arguments already validated: ``(B, *spatial)`` integer labels within
+    ``[0, num_classes)``, ``spacing`` a tuple of one float per spatial axis, a known ``convention``.
+
+    The losses call this after their own input checks, so that a forward pass checks the labels once."""
+    fv = _fill_value(fill, convention, labels.shape[1:], spacing)
+    return _edt.labels_dtm(labels, num_classes, spacing, convention=convention, fill_value=fv)
+
+
+__all__ = ["signed_distance", "labels_to_dtm", "class_dtms", "DTM_CONVENTIONS"]

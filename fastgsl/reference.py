@@ -1,13 +1,16 @@
 """Naive reference formulas: each loss written directly as a chain of PyTorch ops on full-size tensors.
 
-Independent of ``fastgsl.ops`` on purpose (one-hot targets, full probability tensors, autograd for the
-gradient), so that the tests and benchmarks compare the fused path against the plain formula.  Slow and
-memory-hungry by design; never used by the losses themselves.
+The oracle of the tests and the "naive" peer of the benchmarks (which is why it ships with the package rather
+than under ``tests/``).  Independent of the op's implementations on purpose (one-hot targets, full probability
+tensors, autograd for the gradient), so that the fused paths are compared against the plain formula; it reads
+only the op's layout, to put each term at its index.  Slow and memory-hungry by design; never used by the losses.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from fastgsl.ops.voxel_stats import layout as L
 
 
 def probabilities(logits, activation="softmax"):
@@ -111,8 +114,6 @@ def generalized_surface(logits, target, dtm, class_weights=None, include_backgro
 def voxel_stats(z, t, d, dp, spec):
     """The ``(B, C, K)`` statistics of ``fastgsl.ops.voxel_stats`` from their definitions, with a one-hot target,
     in fp64 and differentiable in ``z`` (stats not in ``spec.needs`` are 0)."""
-    from fastgsl.ops.voxel_stats import K
-
     B, C = z.shape[:2]
     zc = z.double().reshape(B, C, -1)
     if spec.activation == "softmax":
@@ -132,9 +133,10 @@ def voxel_stats(z, t, d, dp, spec):
         ce = F.binary_cross_entropy_with_logits(zc, T, reduction="none")
     else:
         ce = torch.zeros_like(p)
-    terms = [p * T, p, p * p, T, T * T, ce, ((1 - T - p) * D) ** 2, D * D, D * p, (T - p) ** 2 * W]
-    out = torch.stack([x.sum(-1) for x in terms], -1)
-    keep = torch.tensor([k in spec.needs for k in range(K)], device=out.device)
+    terms = {L.I: p * T, L.SP: p, L.SP2: p * p, L.ST: T, L.ST2: T * T, L.CE: ce, L.SURF: ((1 - T - p) * D) ** 2,
+             L.D2: D * D, L.DP: D * p, L.HAUS: (T - p) ** 2 * W}
+    out = torch.stack([terms[k].sum(-1) for k in range(L.K)], -1)
+    keep = torch.tensor([k in spec.needs for k in range(L.K)], device=out.device)
     return torch.where(keep, out, torch.zeros_like(out))
 
 

@@ -1,8 +1,8 @@
 // Host (CPU) kernels of the statistics pass and the gradient pass of fastgsl.ops.voxel_stats.
 //
-// The formulas and the (B, C, K = 10) layout are the module docstring of fastgsl/ops/voxel_stats.py; this file is
-// the C++ twin of voxel_stats_forward_torch / voxel_stats_backward_torch there and of the Triton kernels in
-// kernels/voxel_stats.py.  Each pass is one loop over voxels: a group of 8 voxels is loaded for all C classes,
+// The formulas and the (B, C, NK) layout are fastgsl/ops/voxel_stats/layout.py, from which voxel_stats_layout.h
+// is generated; this file is the C++ twin of the chunked PyTorch passes in fastgsl/ops/voxel_stats/host.py and of
+// the Triton kernels in fastgsl/ops/voxel_stats/triton_passes.py.  Each pass is one loop over voxels: a group of 8 voxels is loaded for all C classes,
 // activated (softmax over the classes, or sigmoid) in registers, compared with its labels and accumulated or
 // differentiated right away, so nothing of the logits' size is written except the gradient.
 //
@@ -14,7 +14,7 @@
 //
 // Portability: GCC/Clang vector extensions (8 x fp32; two SSE registers on baseline x86-64, one AVX register when
 // the compiler targets it), std::thread (not OpenMP, which would clash with the runtime torch ships).  Loaded with
-// ctypes by fastgsl/ops/voxel_stats.py through fastgsl/_native.py: no Python or torch API.  Built by setup.py
+// ctypes by fastgsl/ops/voxel_stats/host.py through fastgsl/_native.py: no Python or torch API.  Built by setup.py
 // (fastgsl._stats_host) or compiled on first use into a cache directory.
 #ifndef FASTGSL_STATS_ISA_BODY
 #include <algorithm>
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "host_parallel.h"
+#include "voxel_stats_layout.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors passed between inline functions of this file only
@@ -36,14 +37,9 @@
 
 namespace {
 
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 constexpr int L = 8;                 // voxels per group (vector lanes)
 constexpr long long kBlock = 4096;   // voxels per reduction block (a multiple of L)
-constexpr int NK = 10;               // stats per (b, c)
-enum { S_I, S_SP, S_SP2, S_ST, S_ST2, S_CE, S_SURF, S_D2, S_DP, S_HAUS };
-enum { ACT_SOFTMAX = 0, ACT_SIGMOID = 1, ACT_NONE = 2 };
-enum { Z_F32 = 0, Z_F16 = 1, Z_BF16 = 2 };
-enum { T_F32 = 0, T_I64 = 1, T_I32 = 2, T_U8 = 3 };
 inline float bits_to_float(uint32_t u) {
     float f;
     std::memcpy(&f, &u, 4);
@@ -144,10 +140,12 @@ extern "C" {
 
 int fastgsl_stats_abi_version() { return kAbiVersion; }
 const char* fastgsl_stats_source_hash() { return FASTGSL_STATS_SOURCE_HASH; }
+// The layout this build was compiled with; the loader refuses a library whose layout is not the Python one.
+const char* fastgsl_stats_layout() { return FASTGSL_STATS_LAYOUT; }
 
 // Statistics pass.  z: logits (B, C, N) of dtype zk; t: float32 target (B, C, N) or labels (B, N) of dtype tk;
 // d, dp: float32 (B, C, N) DTM / predicted DTM (dp may be null; d may be null when no DTM stat is needed);
-// out: float32 (B, C, 10), written entirely (stats outside `need` are 0).  isa: 0 (best available), 1 (baseline)
+// out: float32 (B, C, NK), written entirely (stats outside `need` are 0).  isa: 0 (best available), 1 (baseline)
 // or 2 (AVX2), for tests.  Returns 0, 1 (a thread failed or out of memory) or 2 (bad arguments).
 int fastgsl_stats_forward(const void* z, int zk, const void* t, int tk, const float* d, const float* dp, float* out,
                           long long B, long long C, long long N, int act, int need, long long offset, int nthreads,
@@ -164,7 +162,7 @@ int fastgsl_stats_forward(const void* z, int zk, const void* t, int tk, const fl
     return isa_base::forward(a, zk, tk, act, out, nthreads);
 }
 
-// Gradient pass.  gs: float32 dL/dS (B, C, 10); grad: (B, C, N) in the logits' dtype, written entirely.
+// Gradient pass.  gs: float32 dL/dS (B, C, NK); grad: (B, C, N) in the logits' dtype, written entirely.
 int fastgsl_stats_backward(const float* gs, const void* z, int zk, const void* t, int tk, const float* d,
                            const float* dp, void* grad, long long B, long long C, long long N, int act, int need,
                            long long offset, int nthreads, int isa) {

@@ -10,3 +10,15 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import pytest  # noqa: E402
+
+from fastgsl import observe  # noqa: E402
+
+
+@pytest.fixture
+def seen():
+    """The engines every fastgsl operation used during the test (``seen.last("edt")``, ...)."""
+    with observe.engines() as record:
+        yield record

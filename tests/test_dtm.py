@@ -9,7 +9,7 @@ import torch
 from scipy import ndimage
 
 import fastgsl.ops.edt as E
-from fastgsl.dtm import CONVENTIONS, labels_to_dtm, signed_distance
+from fastgsl.dtm import DTM_CONVENTIONS, labels_to_dtm, signed_distance
 
 
 def sitk_dtm(m: np.ndarray, spacing=None) -> np.ndarray:
@@ -89,17 +89,17 @@ def masks_2d_3d():
 CASES = masks_2d_3d()
 
 
-@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("convention", DTM_CONVENTIONS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_signed_distance_equals_peer_isotropic(name, convention):
+def test_signed_distance_equals_peer_isotropic(name, convention, seen):
     m = CASES[name]
     got = signed_distance(torch.from_numpy(m), convention=convention)
     assert got.dtype == torch.float32 and got.shape == m.shape
-    assert E.last_engine == "host"
+    assert seen.last("edt") == "host"
     check(got.numpy(), PEERS[convention](m), exact=True)
 
 
-@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("convention", DTM_CONVENTIONS)
 @pytest.mark.parametrize("name,spacing", [("noise2d", (0.7, 1.9)), ("blobs3d", (2.5, 0.6, 1.1)),
                                           ("border3d", (1.3, 0.9, 3.1)), ("one_voxel3d", (0.5, 2.0, 4.0)),
                                           ("blobs2d", (1.5, 1.5))])
@@ -120,7 +120,7 @@ def test_itk_large_2d_axes_equal_sitk():
 
 
 @pytest.mark.parametrize("C", [2, 3, 5])
-@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("convention", DTM_CONVENTIONS)
 @pytest.mark.parametrize("nd", [2, 3])
 def test_labels_to_dtm_equals_peer_per_class(C, convention, nd):
     rng = np.random.default_rng(C * 10 + nd)
@@ -154,7 +154,7 @@ def test_labels_with_channel_axis_and_signed_distance_batch_agree():
     assert torch.equal(signed_distance(masks, spatial_dims=3), a)
 
 
-@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("convention", DTM_CONVENTIONS)
 def test_empty_and_full_masks_fill(convention):
     shape, spacing = (5, 7, 9), (1.0, 2.0, 0.5)
     diag = math.sqrt(5 ** 2 + 14 ** 2 + 4.5 ** 2)
@@ -189,6 +189,8 @@ def test_bad_inputs():
         labels_to_dtm(lab - 1, 3)
     with pytest.raises(ValueError, match="num_classes"):
         labels_to_dtm(lab, 0)
+    with pytest.raises(ValueError, match="num_classes"):
+        labels_to_dtm(torch.zeros(2, 4, 4, dtype=torch.long), True)  # a bool is not a class count
     with pytest.raises(ValueError, match="2-D and 3-D"):
         labels_to_dtm(torch.zeros(2, 7, dtype=torch.long), 2)  # 1-D
     with pytest.raises(ValueError, match="2-D and 3-D"):

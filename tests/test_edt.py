@@ -12,7 +12,10 @@ from scipy import ndimage
 
 import fastgsl.ops.edt as E
 
-KERNELS = E._kernel_dir()
+from fastgsl import _native  # noqa: E402
+
+KERNELS = _native.KERNEL_DIR
+CONVENTIONS = ("itk", "kervadec", "edt")
 
 
 def scipy_sites(sites: np.ndarray, spatial_dims: int, spacing=None) -> np.ndarray:
@@ -31,13 +34,13 @@ def random_sites(rng, shape, p):
 
 @pytest.mark.parametrize("shape", [(3, 17, 23), (2, 9, 13, 11), (2, 1, 7), (2, 5, 1, 9)])
 @pytest.mark.parametrize("p", [0.003, 0.1, 0.6])
-def test_distance_to_sites_exact_isotropic(shape, p):
+def test_distance_to_sites_exact_isotropic(shape, p, seen):
     rng = np.random.default_rng(hash((shape, p)) % 2 ** 32)
     sites = random_sites(rng, shape, p)
     nd = len(shape) - 1
     got = E.distance_to_sites(torch.from_numpy(sites), spatial_dims=nd)
     assert got.dtype == torch.float32 and got.shape == shape
-    assert E.last_engine == "host"
+    assert seen.last("edt") == "host"
     np.testing.assert_array_equal(got.numpy(), scipy_sites(sites, nd))  # bitwise, inf included
 
 
@@ -96,35 +99,36 @@ def test_empty_spatial_and_batch():
     assert E.labels_dtm(torch.zeros(2, 0, 5, dtype=torch.long), 3).shape == (2, 3, 0, 5)
 
 
-def test_host_build_is_the_cpu_engine(monkeypatch):
+def test_host_build_is_the_cpu_engine(monkeypatch, seen):
     """The CPU path is the compiled kernel source, never scipy: the scipy runner is made to fail."""
     assert E.engine_name("cpu") == "host"
-    assert E.host_library_path and Path(E.host_library_path).exists()
+    lib, where = E.host_library.load()
+    assert lib is not None and Path(where).exists(), where
 
     def no_scipy(*a, **k):
         raise AssertionError("scipy fallback used")
 
     monkeypatch.setattr(E, "_scipy_run", no_scipy)
     lab = torch.randint(0, 3, (2, 9, 10, 11))
-    for conv in E.CONVENTIONS:
+    for conv in CONVENTIONS:
         E.labels_dtm(lab, 3, convention=conv)
-        assert E.last_engine == "host"
+        assert seen.last("edt") == "host"
     E.distance_to_sites(lab == 1, spatial_dims=3)
-    assert E.last_engine == "host"
+    assert seen.last("edt") == "host"
 
 
-def test_scipy_last_resort_warns_once_and_agrees(monkeypatch):
+def test_scipy_last_resort_warns_once_and_agrees(monkeypatch, seen):
     lab = torch.randint(0, 4, (2, 7, 9, 8))
-    native = {c: E.labels_dtm(lab, 4, (1.0, 2.0, 0.5), convention=c, fill_value=3.0) for c in E.CONVENTIONS}
+    native = {c: E.labels_dtm(lab, 4, (1.0, 2.0, 0.5), convention=c, fill_value=3.0) for c in CONVENTIONS}
     sites_native = E.distance_to_sites(lab == 2, spatial_dims=3)
     monkeypatch.setitem(E._engines, "host", None)
     monkeypatch.setitem(E._engines, "host_reason", "disabled by the test")
     monkeypatch.setattr(E, "_warned", set())
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        for c in E.CONVENTIONS:
+        for c in CONVENTIONS:
             fallback = E.labels_dtm(lab, 4, (1.0, 2.0, 0.5), convention=c, fill_value=3.0)
-            assert E.last_engine == "scipy"
+            assert seen.last("edt") == "scipy"
             torch.testing.assert_close(fallback, native[c], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(E.distance_to_sites(lab == 2, spatial_dims=3), sites_native)
     msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
@@ -192,7 +196,7 @@ cuda = pytest.mark.skipif(_cuda_skip_reason() is not None, reason=f"CuPy EDT pat
 @pytest.mark.parametrize("shape,spacing", [((2, 33, 29), None), ((3, 17, 19, 23), None),
                                            ((2, 17, 19, 23), (0.7, 1.3, 2.1)), ((1, 1100, 37), None)])
 @pytest.mark.parametrize("convention", ["sites", "itk", "edt", "kervadec"])
-def test_cuda_equals_host_bitwise(shape, spacing, convention):
+def test_cuda_equals_host_bitwise(shape, spacing, convention, seen):
     assert E.engine_name("cuda") == "cupy"
     g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, 3, shape, generator=g)
@@ -204,7 +208,7 @@ def test_cuda_equals_host_bitwise(shape, spacing, convention):
     else:
         host = E.labels_dtm(labels, 3, spacing, convention=convention, fill_value=4.0)
         dev = E.labels_dtm(labels.cuda(), 3, spacing, convention=convention, fill_value=4.0)
-    assert E.last_engine == "cupy" and dev.device.type == "cuda"
+    assert seen.last("edt") == "cupy" and dev.device.type == "cuda"
     assert torch.equal(dev.cpu(), host)
 
 
@@ -228,13 +232,13 @@ def test_gpu_workspace_layout_on_host(monkeypatch, threads):
     """The CUDA launch keeps the envelope stacks slot-minor (entry k of thread t at k * slots + t); the host runs the
     same indexing with a shared interleaved workspace and must give the same bits."""
     lab = torch.randint(0, 3, (2, 21, 17, 13))
-    ref = {c: E.labels_dtm(lab, 3, (0.9, 1.0, 1.7), convention=c) for c in E.CONVENTIONS}
+    ref = {c: E.labels_dtm(lab, 3, (0.9, 1.0, 1.7), convention=c) for c in CONVENTIONS}
     ref_sites = E.distance_to_sites(lab == 1, spatial_dims=3)
     monkeypatch.setattr(E._HostEngine, "interleave", True)
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for c in E.CONVENTIONS:
+        for c in CONVENTIONS:
             assert torch.equal(E.labels_dtm(lab, 3, (0.9, 1.0, 1.7), convention=c), ref[c])
         assert torch.equal(E.distance_to_sites(lab == 1, spatial_dims=3), ref_sites)
     finally:

@@ -325,27 +325,14 @@ def test_nan_logits_propagate():
         assert torch.isnan(v), name
 
 
-def test_one_shared_statistics_pass(monkeypatch):
+def test_one_shared_statistics_pass(monkeypatch, seen):
     """A fused composite runs the statistics pass once and the gradient pass once."""
-    from fastgsl.ops import voxel_stats as vs
-    calls = {"fwd": 0, "bwd": 0}
-    fwd, bwd = vs.voxel_stats_forward_torch, vs.voxel_stats_backward_torch
-
-    def count_f(*a, **k):
-        calls["fwd"] += 1
-        return fwd(*a, **k)
-
-    def count_b(*a, **k):
-        calls["bwd"] += 1
-        return bwd(*a, **k)
-
-    monkeypatch.setattr(vs, "voxel_stats_forward_torch", count_f)
-    monkeypatch.setattr(vs, "voxel_stats_backward_torch", count_b)
     monkeypatch.setenv("FASTGSL_BACKEND", "torch")
     logits, labels = make((2, 3, 9, 7, 5))
     z = logits.requires_grad_()
     CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(), 0.5)(z, labels).backward()
-    assert calls == {"fwd": 1, "bwd": 1}
+    assert seen.all("voxel_stats") == ["native", "native"]  # one statistics pass, one gradient pass
+    assert seen.all("edt") == ["host"]  # the target's DTM, computed once
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -364,7 +351,7 @@ def test_bad_input_errors():
         dl(logits, labels.float())  # float labels where integers are required
     with pytest.raises(TypeError, match="integer labels"):
         dl(logits, labels.unsqueeze(1).float())
-    with pytest.raises(ValueError, match="different devices"):
+    with pytest.raises(ValueError, match="target is on meta"):
         dl(logits, labels.to("meta"))
     with pytest.raises(ValueError, match="spatial dimensions"):
         dl(logits[..., 0, 0], labels[..., 0, 0])  # 1-D spatial
@@ -388,3 +375,35 @@ def test_bad_input_errors():
         GeneralizedSurfaceLoss(class_weights=[0.5, 0.5])(logits, labels, labels_to_dtm(labels, 3))
     with pytest.raises(ValueError, match="logits"):
         CrossEntropyLoss(activation="none")
+    with pytest.raises(ValueError, match="dtm_convention"):
+        GeneralizedSurfaceLoss(dtm_convention="scipy")
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 9, 7, 5), (2, 0, 9, 7, 5), (2, 3, 0, 7, 5)])
+def test_empty_inputs_get_a_clear_error(shape):
+    """An empty batch, no channel or an empty spatial axis is refused by name (it used to be an IndexError)."""
+    logits = torch.zeros(shape)
+    labels = torch.zeros((shape[0],) + shape[2:], dtype=torch.long)
+    for loss in (DiceCELoss(), GeneralizedSurfaceLoss(), CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss())):
+        with pytest.raises(ValueError, match="logits must not be empty"):
+            loss(logits, labels)
+
+
+def test_labels_are_checked_once_per_forward(monkeypatch):
+    """The loss checks the label range once; the on-the-fly DTM trusts it (one reduction, one host read)."""
+    import fastgsl.dtm
+    import fastgsl.losses._base as base
+    calls = []
+    real = base.check_label_range
+
+    def counting(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(base, "check_label_range", counting)
+    monkeypatch.setattr(fastgsl.dtm, "check_label_range", counting)
+    logits, labels = make((2, 3, 9, 7, 5))
+    CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(), 0.5)(logits, labels)
+    assert calls == ["labels"]
+    fastgsl.dtm.labels_to_dtm(labels, 3)  # the public DTM function does check them itself
+    assert calls == ["labels", "labels"]

@@ -13,14 +13,14 @@ import torch
 
 from fastgsl import backend, reference
 from fastgsl.ops.voxel_stats import (CE, D2, DP, HAUS, I, K, SP, SP2, ST, ST2, SURF, StatSpec, voxel_stats,
-                                     voxel_stats_backward_torch, voxel_stats_forward_torch)
+                                     backward_host, forward_host)
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_CUDA = torch.cuda.is_available()
 if not INTERPRETER and not HAS_CUDA:
     pytest.skip("the Triton kernels need a CUDA device or TRITON_INTERPRET=1 (set by conftest.py) before "
                 "triton is imported", allow_module_level=True)
-kv = pytest.importorskip("fastgsl.kernels.voxel_stats", reason="triton is needed for the kernel path")
+kv = pytest.importorskip("fastgsl.ops.voxel_stats.triton_passes", reason="triton is needed for the kernel path")
 
 DEV = "cpu" if INTERPRETER else "cuda"
 gpu_only = pytest.mark.skipif(INTERPRETER or not HAS_CUDA,
@@ -109,8 +109,8 @@ def test_kernel_matches_host_and_naive(case, triton_backend):
     assert_grad_close(zl.grad, ref_g)
 
     # the host functions directly, with a many-program launch, against the PyTorch host path
-    host = voxel_stats_forward_torch(z, t, d, dp, spec)
-    host_g = voxel_stats_backward_torch(w, z, t, d, dp, spec)
+    host = forward_host(z, t, d, dp, spec)
+    host_g = backward_host(w, z, t, d, dp, spec)
     for cfg in ({}, SMALL):
         got = kv.voxel_stats_forward(z, t, d, dp, spec, **cfg)
         assert_stats_close(got, host)
@@ -144,7 +144,7 @@ def test_fp16_logits(triton_backend):
     # rounding of the gradient differ
     assert_stats_close(s.detach(), naive_stats(z, t, d, dp, spec))
     assert_grad_close(zl.grad, naive_grad(z, t, d, dp, spec, w), rtol=2e-3)
-    host_g = voxel_stats_backward_torch(w, z, t, d, dp, spec)
+    host_g = backward_host(w, z, t, d, dp, spec)
     assert_grad_close(zl.grad, host_g, rtol=2e-3)
 
 
@@ -274,8 +274,6 @@ def test_bad_inputs(triton_backend):
         voxel_stats(z, torch.rand(1, 2, 5, 7, device=DEV), d, spec=spec)
     with pytest.raises(TypeError, match="floating-point"):
         voxel_stats(z.long(), t, d, spec=spec)
-    with pytest.raises(ValueError, match="a DTM statistic"):
-        kv.voxel_stats_forward(z, t, None, None, spec)
 
 
 def test_triton_on_cpu_needs_interpreter(monkeypatch):
@@ -319,7 +317,7 @@ import torch
 from torch._dynamo.backends.common import aot_autograd
 from functorch.compile import default_partition
 import fastgsl.backend as be
-import fastgsl.kernels.voxel_stats as kv
+import fastgsl.ops.voxel_stats.triton_passes as kv
 from fastgsl.ops.voxel_stats import K, StatSpec, voxel_stats
 assert not kv.INTERPRETER
 be.resolve = lambda device: "triton"  # CPU tensors without the interpreter: trace only, never launch
@@ -366,7 +364,7 @@ os.environ.pop("TRITON_INTERPRET", None)
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-import fastgsl.kernels.voxel_stats as kv
+import fastgsl.ops.voxel_stats.triton_passes as kv
 sm90 = GPUTarget("cuda", 90, 32)
 common = {"C": "i32", "N": "i64", "label_offset": "i32", "tiles": "i32"}
 def fwd(z, t, **c):

@@ -14,16 +14,20 @@ from torch import nn
 
 from fastgsl import dtm as _dtm
 from fastgsl.ops import voxel_stats as vs
+from fastgsl.ops.voxel_stats.function import check_tensors, run_voxel_stats
+from fastgsl.validation import check_choice, check_label_range, check_spacing, check_tensor
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
 @dataclass
 class Inputs:
-    """Validated loss inputs: ``target`` is integer labels ``(B, *sp)`` or a float ``(B, C, *sp)`` tensor."""
+    """Validated loss inputs: ``target`` is integer labels ``(B, *sp)`` or a float ``(B, C, *sp)`` tensor, ``dtm``
+    the given ground-truth DTM (detached) or None."""
 
     logits: torch.Tensor
     target: torch.Tensor
+    dtm: torch.Tensor | None
     label_offset: int
     spatial_dims: int
 
@@ -36,73 +40,50 @@ class Inputs:
         return not self.target.dtype.is_floating_point
 
 
-def check_inputs(logits, target, activation: str) -> Inputs:
-    """Validate ``(logits, target)`` and bring the target to its canonical form (raises ValueError/TypeError)."""
-    if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError("logits and target must be torch.Tensors, got "
-                        f"{type(logits).__name__} and {type(target).__name__}")
-    if not logits.dtype.is_floating_point:
-        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+def check_inputs(logits, target, activation: str, dtm=None) -> Inputs:
+    """Validate ``(logits, target, dtm)`` once and bring the target to its canonical form.
+
+    The loss-level rules live here (2 or 3 spatial dimensions, a non-empty batch, softmax over more than one
+    channel, label values); the tensor rules every caller of the op shares (dtypes, shapes, devices) are
+    ``fastgsl.ops.voxel_stats.function.check_tensors``.  ``activation`` was validated by the loss's constructor.
+    """
+    check_tensor("logits", logits)
+    check_tensor("target", target)
     if logits.ndim not in (4, 5):
         raise ValueError("logits must be (B, C, *spatial) with 2 or 3 spatial dimensions, got shape "
                          f"{tuple(logits.shape)} ({logits.ndim - 2} spatial dimensions)")
-    if logits.device != target.device:
-        raise ValueError(f"logits and target are on different devices: {logits.device} and {target.device}")
+    if logits.numel() == 0:
+        raise ValueError(f"logits must not be empty (every dimension at least 1), got shape {tuple(logits.shape)}")
     B, C = logits.shape[:2]
     spatial = tuple(logits.shape[2:])
-    if activation not in vs.ACTIVATIONS:
-        raise ValueError(f"activation must be one of {vs.ACTIVATIONS}, got {activation!r}")
     if activation == "softmax" and C == 1:
         raise ValueError("softmax over a single channel is constant; use activation='sigmoid' for one channel")
     if target.dtype == torch.bool:
         target = target.to(logits.dtype)
-    if target.is_complex():
-        raise TypeError(f"target must be integer labels or a real float tensor, got {target.dtype}")
-    label_offset = 1 if (activation == "sigmoid" and C == 1) else 0
-    if not target.dtype.is_floating_point:
+    label_offset = 0
+    if not target.dtype.is_floating_point and not target.is_complex():
         if tuple(target.shape) == (B, 1) + spatial:
             target = target[:, 0]
-        if tuple(target.shape) != (B,) + spatial:
-            raise ValueError(f"integer labels must be (B, *spatial) or (B, 1, *spatial) = {(B,) + spatial}, "
-                             f"got {tuple(target.shape)}")
-        hi = C + label_offset
-        if target.numel() and not torch.compiler.is_compiling():
-            lo_v, hi_v = torch.aminmax(target)
-            if lo_v.item() < 0 or hi_v.item() >= hi:
-                raise ValueError(f"labels must lie in [0, {hi}) for {C} channels with activation={activation!r}; "
-                                 f"found values in [{lo_v.item()}, {hi_v.item()}]")
-    else:
-        if tuple(target.shape) != tuple(logits.shape):
-            if tuple(target.shape) in ((B,) + spatial, (B, 1) + spatial):
-                raise TypeError(f"target of shape {tuple(target.shape)} looks like a label map but is "
-                                f"{target.dtype}; pass integer labels (e.g. target.long()) or a (B, C, *spatial) "
-                                "one-hot / multi-label tensor")
-            raise ValueError(f"float target must have the logits' shape {tuple(logits.shape)}, "
-                             f"got {tuple(target.shape)}")
-        label_offset = 0
-    return Inputs(logits, target, label_offset, logits.ndim - 2)
-
-
-def check_dtm(dtm, x: Inputs, name: str = "dtm") -> torch.Tensor:
-    if not isinstance(dtm, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(dtm).__name__}")
-    if tuple(dtm.shape) != tuple(x.logits.shape):
-        raise ValueError(f"{name} must have the logits' shape {tuple(x.logits.shape)}, got {tuple(dtm.shape)}")
-    if not dtm.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor, got {dtm.dtype}")
-    if dtm.device != x.logits.device:
-        raise ValueError(f"{name} is on {dtm.device} but logits are on {x.logits.device}")
-    return dtm.detach()
+        label_offset = 1 if (activation == "sigmoid" and C == 1) else 0
+    if dtm is not None:
+        check_tensor("dtm", dtm)
+        dtm = dtm.detach()
+    check_tensors(logits, target, dtm)
+    if not target.dtype.is_floating_point:
+        check_label_range("labels", target, C + label_offset,
+                          f" for {C} channels with activation={activation!r}")
+    return Inputs(logits, target, dtm, label_offset, logits.ndim - 2)
 
 
 def target_dtm(x: Inputs, spacing, convention: str) -> torch.Tensor:
-    """DTM of every target channel, computed on the fly on the logits' device."""
+    """DTM of every target channel, computed on the fly on the logits' device (labels already checked)."""
+    sp = check_spacing(spacing, x.spatial_dims)
     if x.is_labels:
         if x.label_offset:
-            return _dtm.signed_distance(x.target == x.label_offset, spacing, spatial_dims=x.spatial_dims,
+            return _dtm.signed_distance(x.target == x.label_offset, sp, spatial_dims=x.spatial_dims,
                                         convention=convention).unsqueeze(1)
-        return _dtm.labels_to_dtm(x.target, x.logits.shape[1], spacing, convention, spatial_dims=x.spatial_dims)
-    return _dtm.signed_distance(x.target > 0.5, spacing, spatial_dims=x.spatial_dims, convention=convention)
+        return _dtm.class_dtms(x.target, x.logits.shape[1], sp, convention)
+    return _dtm.signed_distance(x.target > 0.5, sp, spatial_dims=x.spatial_dims, convention=convention)
 
 
 def reduce(f: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -114,9 +95,7 @@ def reduce(f: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def check_reduction(reduction: str, allowed=REDUCTIONS) -> str:
-    if reduction not in allowed:
-        raise ValueError(f"reduction must be one of {allowed}, got {reduction!r}")
-    return reduction
+    return check_choice("reduction", reduction, allowed)
 
 
 class StatsLoss(nn.Module):
@@ -137,10 +116,8 @@ class StatsLoss(nn.Module):
     def __init__(self, *, include_background: bool = True, activation: str = "softmax", batch: bool = False,
                  reduction: str = "mean", spacing=None, dtm_convention: str = "itk"):
         super().__init__()
-        if activation not in vs.ACTIVATIONS:
-            raise ValueError(f"activation must be one of {vs.ACTIVATIONS}, got {activation!r}")
-        if dtm_convention not in _dtm.CONVENTIONS:
-            raise ValueError(f"dtm_convention must be one of {_dtm.CONVENTIONS}, got {dtm_convention!r}")
+        check_choice("activation", activation, vs.ACTIVATIONS)
+        check_choice("dtm_convention", dtm_convention, _dtm.DTM_CONVENTIONS)
         self.include_background = bool(include_background)
         self.activation = activation
         self.batch = bool(batch)
@@ -152,6 +129,11 @@ class StatsLoss(nn.Module):
     # -- the math of a loss lives in from_stats ---------------------------------------------------------------
     def from_stats(self, stats: torch.Tensor, n_voxels: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def require_logits(self) -> None:
+        """Refuse ``activation="none"`` for a loss with a cross-entropy term (it needs logits)."""
+        if self.activation == "none":
+            raise ValueError(f"{type(self).__name__} needs logits: activation must be 'softmax' or 'sigmoid'")
 
     def set_class_weights(self, class_weights) -> None:
         """Store fixed per-class weights (``None`` or ``C`` finite, non-negative numbers) as a buffer."""
@@ -186,10 +168,20 @@ class StatsLoss(nn.Module):
         return vs.StatSpec(self.activation, self.needs, x.label_offset)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, dtm: torch.Tensor | None = None) -> torch.Tensor:
-        x = check_inputs(logits, target, self.activation)
-        d = dp = None
-        if self.needs & vs.DTM_STATS:
-            d = target_dtm(x, self.spacing, self.dtm_convention) if dtm is None else check_dtm(dtm, x)
-            dp = self.prediction_dtm(x)
-        stats = vs.voxel_stats(x.logits, x.target, d, dp, spec=self.spec(x))
-        return self.from_stats(stats, x.num_voxels)
+        x = check_inputs(logits, target, self.activation, dtm)
+        return self.from_stats(shared_stats(x, self.spec(x), (self,)), x.num_voxels)
+
+
+def shared_stats(x: Inputs, spec: vs.StatSpec, losses) -> torch.Tensor:
+    """The one statistics pass of ``spec`` on validated inputs, for one loss or several sharing it.
+
+    The DTMs it needs: the given one, or the target's computed on the fly with the spacing and convention of the
+    first loss in ``losses`` that reads a DTM; the thresholded prediction's from a loss that asks for it."""
+    d = dp = None
+    if spec.needs & vs.DTM_STATS:
+        owner = next(loss for loss in losses if loss.needs & vs.DTM_STATS)
+        d = target_dtm(x, owner.spacing, owner.dtm_convention) if x.dtm is None else x.dtm
+        for loss in losses:
+            if dp is None and vs.HAUS in loss.needs:
+                dp = loss.prediction_dtm(x)
+    return run_voxel_stats(x.logits, x.target, d, dp, spec)

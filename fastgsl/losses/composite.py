@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastgsl.losses._base import StatsLoss, check_dtm, check_inputs, target_dtm
-from fastgsl.ops import voxel_stats as vs
+from fastgsl.losses._base import StatsLoss, check_inputs, shared_stats
 from fastgsl.schedules import ConstantSchedule
 
 
@@ -48,15 +47,9 @@ class CompositeLoss(nn.Module):
         a = self.alpha
         if not self.fused:
             return a * self.region(logits, target, dtm) + (1.0 - a) * self.boundary(logits, target, dtm)
-        x = check_inputs(logits, target, self.region.activation)
+        x = check_inputs(logits, target, self.region.activation, dtm)
         spec = self.region.spec(x).merged(self.boundary.spec(x))
-        d = dp = None
-        if spec.needs & vs.DTM_STATS:
-            dtm_owner = self.boundary if self.boundary.needs & vs.DTM_STATS else self.region
-            d = target_dtm(x, dtm_owner.spacing, dtm_owner.dtm_convention) if dtm is None else check_dtm(dtm, x)
-            dp = self.boundary.prediction_dtm(x)
-            if dp is None:
-                dp = self.region.prediction_dtm(x)
-        stats = vs.voxel_stats(x.logits, x.target, d, dp, spec=spec)
+        # the boundary loss's DTM options come first: it is the part the DTM is for
+        stats = shared_stats(x, spec, (self.boundary, self.region))
         n = x.num_voxels
         return a * self.region.from_stats(stats, n) + (1.0 - a) * self.boundary.from_stats(stats, n)

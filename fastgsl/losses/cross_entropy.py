@@ -34,8 +34,7 @@ class CrossEntropyLoss(StatsLoss):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if self.activation == "none":
-            raise ValueError("CrossEntropyLoss needs logits: activation must be 'softmax' or 'sigmoid'")
+        self.require_logits()
         self.needs = frozenset({vs.CE})
 
     def from_stats(self, stats, n_voxels):

@@ -62,8 +62,7 @@ class DiceCELoss(StatsLoss):
         check_reduction(self.reduction, ("mean", "sum"))
         if lambda_dice < 0 or lambda_ce < 0:
             raise ValueError(f"lambda_dice and lambda_ce must be >= 0, got {lambda_dice}, {lambda_ce}")
-        if self.activation == "none":
-            raise ValueError("DiceCELoss needs logits: activation must be 'softmax' or 'sigmoid'")
+        self.require_logits()
         self.lambda_dice, self.lambda_ce = float(lambda_dice), float(lambda_ce)
         self.squared_pred = bool(squared_pred)
         self.smooth_nr, self.smooth_dr = float(smooth_nr), float(smooth_dr)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 from fastgsl.losses._base import StatsLoss, reduce
+from fastgsl.validation import check_choice
 from fastgsl.ops import voxel_stats as vs
 
 CLASS_REDUCTIONS = ("weighted", "mean")
@@ -36,8 +37,7 @@ class GeneralizedSurfaceLoss(StatsLoss):
     def __init__(self, class_weights=None, include_background: bool = True, class_reduction: str = "weighted",
                  smooth: float = 1e-6, **kwargs):
         super().__init__(include_background=include_background, **kwargs)
-        if class_reduction not in CLASS_REDUCTIONS:
-            raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {class_reduction!r}")
+        check_choice("class_reduction", class_reduction, CLASS_REDUCTIONS)
         self.set_class_weights(class_weights)
         self.class_reduction = class_reduction
         self.smooth = float(smooth)

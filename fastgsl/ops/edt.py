@@ -29,27 +29,26 @@ float64 squared distances so that unit-spacing results are exact).
   ``torch.get_num_threads()`` of them.
 * ``"scipy"``: last resort when the host library can neither be found nor compiled; a warning says so once.
 
-:func:`engine_name` tells which engine a device gets; ``last_engine`` names the one used by the latest call.
+:func:`engine_name` tells which engine a device gets; each call reports the engine it used to :mod:`fastgsl.observe`
+(as ``edt``).
+
+Arguments: :func:`distance_to_sites` checks its own (it is cheap); ``signed_dtm`` and ``labels_dtm`` are called by
+:mod:`fastgsl.dtm`, which validates conventions, fills, label ranges and spacing first, so they only assert.
 """
 from __future__ import annotations
 
 import ctypes
 import math
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from fastgsl import _native
+from fastgsl import _native, observe
+from fastgsl.kernels import manifest
+from fastgsl.validation import check_spacing
 
 MODES = {"sites": 0, "itk": 1, "edt": 2, "kervadec": 3}
-CONVENTIONS = ("itk", "kervadec", "edt")
-
-#: name of the engine used by the latest call ("cupy", "host" or "scipy")
-last_engine: str | None = None
-#: path of the loaded host library, or None
-host_library_path: str | None = None
 
 _SUFFIX = {torch.uint8: "u8", torch.bool: "u8", torch.int8: "i8", torch.int16: "i16", torch.int32: "i32",
            torch.int64: "i64", torch.float32: "f32", torch.float64: "f64"}
@@ -63,13 +62,9 @@ def _warn_once(key: str, msg: str):
     _native.warn_once(_warned, key, msg, stacklevel=4)
 
 
-def _kernel_dir() -> Path:
-    return _native.kernel_dir("edt.cu")
-
-
 def kernel_source() -> str:
     """Text of ``kernels/edt.cu`` (what CuPy compiles)."""
-    return (_kernel_dir() / "edt.cu").read_text()
+    return (_native.KERNEL_DIR / "edt.cu").read_text()
 
 
 # ----------------------------------------------------------------------------------------------------- host engine
@@ -87,22 +82,8 @@ def _bind(lib: ctypes.CDLL):
     return lib
 
 
-_HOST_SOURCES = ("edt.cu", "edt_host.cpp", "host_parallel.h")
-
-
-def _source_hash(kdir: Path) -> str:
-    """sha256 prefix of the host sources (setup.py computes the same digest and compiles it into the library)."""
-    return _native.source_hash(kdir, _HOST_SOURCES)
-
-
 #: the host build: ``fastgsl/_edt_host*.so`` from setup.py, or compiled on demand (see :mod:`fastgsl._native`)
-_host_library = _native.HostLibrary("_edt_host", "edt_host.cpp", _HOST_SOURCES, "FASTGSL_EDT_SOURCE_HASH",
-                                    "fastgsl_edt", _bind)
-
-
-def _load_host():
-    """(library, path), or (None, reason); see :meth:`fastgsl._native.HostLibrary.load`."""
-    return _host_library.load()
+host_library = _native.HostLibrary(manifest.EDT, _bind)
 
 
 class _HostEngine:
@@ -192,13 +173,11 @@ _engines: dict[str, object] = {}
 
 
 def _host_engine():
-    global host_library_path
     with _lock:
         if "host" not in _engines:
-            lib, where = _load_host()
+            lib, where = host_library.load()
             _engines["host"] = _HostEngine(lib) if lib is not None else None
             _engines["host_reason"] = None if lib is not None else where
-            host_library_path = where if lib is not None else None
         return _engines["host"]
 
 
@@ -265,25 +244,8 @@ def _scipy_run(src: torch.Tensor, nonzero: bool, C: int, shape, spacing, mode: i
 
 
 # ----------------------------------------------------------------------------------------------------- driver
-def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
-        spacing = (float(spacing),) * ndim
-    try:
-        sp = tuple(float(s) for s in spacing)
-    except TypeError:
-        raise TypeError(f"spacing must be a number or a sequence of numbers, got {spacing!r}") from None
-    if len(sp) != ndim:
-        raise ValueError(f"spacing has {len(sp)} entries but the data has {ndim} spatial dimensions")
-    if any(not math.isfinite(s) or s <= 0 for s in sp):
-        raise ValueError(f"spacing must be positive and finite, got {sp}")
-    return sp
-
-
 def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int, fill: float) -> torch.Tensor:
     """Flat float32 result for items = (src items) x C.  ``src`` is contiguous with a supported dtype."""
-    global last_engine
     if any(n > _MAX_AXIS for n in shape):
         raise ValueError(f"spatial axes longer than {_MAX_AXIS} are not supported, got {tuple(shape)}")
     N = math.prod(shape)
@@ -297,7 +259,6 @@ def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int,
         if engine is None and _host_engine() is not None:
             _warn_once("cupy", "fastgsl.ops.edt: CuPy is unavailable (" + str(_engines["cupy_reason"]) + "); CUDA "
                        "tensors are transformed by the host build through a CPU copy")
-            last_engine = "host"
             return _run(src.cpu(), nonzero=nonzero, C=C, shape=shape, spacing=spacing, mode=mode,
                         fill=fill).to(device)
     else:
@@ -305,7 +266,7 @@ def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int,
     if engine is None:
         _warn_once("scipy", "fastgsl.ops.edt: the native host EDT library is unavailable ("
                    + str(_engines.get("host_reason")) + "); falling back to scipy, one item at a time (slow)")
-        last_engine = "scipy"
+        observe.note("edt", "scipy")
         return _scipy_run(src, nonzero, C, shape, spacing, mode, fill)
     n0, n1, n2 = (1, *shape) if len(shape) == 2 else tuple(shape)
     F = torch.empty(items * N, dtype=torch.float64, device=device)
@@ -314,7 +275,7 @@ def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int,
     for ax in range(len(shape) - 2, -1, -1):
         n = shape[ax]
         engine.envelope(F, out, items * N // n, N, n, math.prod(shape[ax + 1:]), spacing[ax], mode, ax == 0, fill)
-    last_engine = engine.name
+    observe.note("edt", engine.name)
     return out
 
 
@@ -339,59 +300,40 @@ def distance_to_sites(sites: torch.Tensor, spacing=None, *, spatial_dims: int) -
         raise TypeError(f"sites must be a bool tensor, got {sites.dtype}")
     _check_dims(sites, spatial_dims, "distance_to_sites")
     shape = tuple(sites.shape[sites.ndim - spatial_dims:])
-    sp = _check_spacing(spacing, spatial_dims)
+    sp = check_spacing(spacing, spatial_dims)
     out = _run(_mask_source(sites), nonzero=True, C=1, shape=shape, spacing=sp, mode=MODES["sites"],
                fill=math.inf)
     return out.reshape(sites.shape)
-
-
-def _check_convention(convention):
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-
-
-def _check_fill(fill_value) -> float:
-    if isinstance(fill_value, bool) or not isinstance(fill_value, (int, float)) or not math.isfinite(fill_value):
-        raise ValueError(f"fill_value must be a finite number, got {fill_value!r}")
-    return float(fill_value)
 
 
 def signed_dtm(mask: torch.Tensor, spacing=None, *, spatial_dims: int, convention: str = "itk",
                fill_value: float = 0.0) -> torch.Tensor:
     """Signed DTM (``convention`` as in :mod:`fastgsl.dtm`) of every mask in ``mask`` ``(..., *spatial)``, nonzero =
     object, in one launch sequence; float32, same shape and device.  Masks without object get ``+fill_value``,
-    masks without background ``-fill_value``."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    _check_convention(convention)
-    _check_dims(mask, spatial_dims, "signed_dtm")
+    masks without background ``-fill_value``.  ``spacing``: None (1) or ``spatial_dims`` floats; the caller
+    (:func:`fastgsl.dtm.signed_distance`) has validated every argument."""
+    spacing = (1.0,) * spatial_dims if spacing is None else tuple(spacing)
+    assert spatial_dims in (2, 3) and len(spacing) == spatial_dims and math.isfinite(fill_value)
     shape = tuple(mask.shape[mask.ndim - spatial_dims:])
-    sp = _check_spacing(spacing, spatial_dims)
-    out = _run(_mask_source(mask), nonzero=True, C=1, shape=shape, spacing=sp, mode=MODES[convention],
-               fill=_check_fill(fill_value))
+    out = _run(_mask_source(mask), nonzero=True, C=1, shape=shape, spacing=tuple(spacing), mode=MODES[convention],
+               fill=float(fill_value))
     return out.reshape(mask.shape)
 
 
 def labels_dtm(labels: torch.Tensor, num_classes: int, spacing=None, *, convention: str = "itk",
                fill_value: float = 0.0) -> torch.Tensor:
     """Signed DTM of ``labels == c`` for every class ``c < num_classes``: ``(B, *spatial)`` -> ``(B, C, *spatial)``,
-    with ``labels.ndim - 1`` (2 or 3) spatial dimensions.  The class test runs inside the kernel."""
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    _check_convention(convention)
+    with ``labels.ndim - 1`` (2 or 3) spatial dimensions.  The class test runs inside the kernel.  Arguments are
+    validated by the caller (:func:`fastgsl.dtm.labels_to_dtm`)."""
     spatial_dims = labels.ndim - 1
-    _check_dims(labels, spatial_dims, "labels_dtm (labels are (B, *spatial))")
+    spacing = (1.0,) * spatial_dims if spacing is None else tuple(spacing)
+    assert spatial_dims in (2, 3) and len(spacing) == spatial_dims and num_classes >= 1 and math.isfinite(fill_value)
     shape = tuple(labels.shape[1:])
-    sp = _check_spacing(spacing, spatial_dims)
     src = labels.contiguous() if labels.dtype in _SUFFIX else labels.to(torch.int64).contiguous()
-    out = _run(src, nonzero=False, C=num_classes, shape=shape, spacing=sp, mode=MODES[convention],
-               fill=_check_fill(fill_value))
+    out = _run(src, nonzero=False, C=num_classes, shape=shape, spacing=tuple(spacing), mode=MODES[convention],
+               fill=float(fill_value))
     return out.reshape((labels.shape[0], num_classes) + shape)
 
 
 __all__ = ["distance_to_sites", "signed_dtm", "labels_dtm", "engine_name", "cupy_unavailable_reason",
-           "kernel_source", "CONVENTIONS", "MODES"]
+           "kernel_source", "MODES", "host_library"]

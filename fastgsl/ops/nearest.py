@@ -19,6 +19,7 @@ import math
 import torch
 
 from fastgsl import _native
+from fastgsl.kernels import manifest
 
 _ABI_VERSION = 1
 
@@ -34,9 +35,7 @@ def _bind(lib: ctypes.CDLL):
     return lib
 
 
-_SOURCES = ("nearest_host.cpp", "host_parallel.h")  # as setup.py's _NEAREST_SOURCES
-host_library = _native.HostLibrary("_nearest_host", "nearest_host.cpp", _SOURCES, "FASTGSL_NEAREST_SOURCE_HASH",
-                                   "fastgsl_nearest", _bind)
+host_library = _native.HostLibrary(manifest.NEAREST, _bind)
 
 
 def available() -> bool:

@@ -1,96 +1,30 @@
-"""Per-(batch, class) voxel statistics: the one pass every fastgsl loss is built on.
+"""The host (CPU) implementation of the statistics and gradient passes.
 
-Every loss of the paper is a function of a handful of sums over voxels, taken per batch item ``b`` and class
-``c`` (P is the activated prediction, T the target, D the ground-truth DTM, Dp the DTM of the thresholded
-prediction):
+Two engines compute the same sums (``layout.py`` defines them):
 
-=========  =====================================  ==================================
-index      sum over voxels i                      used by
-=========  =====================================  ==================================
-``I``      ``P T``                                Dice, GDL
-``SP``     ``P``                                  Dice, GDL
-``SP2``    ``P^2``                                Dice / GDL with ``squared_pred``
-``ST``     ``T``                                  Dice, GDL (and its weights)
-``ST2``    ``T^2``                                Dice / GDL with ``squared_pred``
-``CE``     ``-T log P`` (softmax), BCE (sigmoid)  cross-entropy
-``SURF``   ``(D (1 - T - P))^2``                  GSL numerator (eq. 12)
-``D2``     ``D^2``                                GSL denominator
-``DP``     ``D P``                                Boundary loss (eq. 9)
-``HAUS``   ``(T - P)^2 (D^2 + Dp^2)``             Hausdorff loss (eq. 7)
-=========  =====================================  ==================================
+* ``"native"``: the C++ library built from ``kernels/voxel_stats_host.cpp`` (one fused loop over voxels per pass,
+  ``torch.get_num_threads()`` threads, loaded with ctypes through ``fastgsl._native``), for fp32 / fp16 / bf16
+  logits on the CPU;
+* ``"torch"``: plain-PyTorch passes in cache-sized chunks (never a one-hot or a full-size probability tensor), for
+  fp64 logits (gradcheck), other input types, tensors on another device, or a missing library.
+  ``FASTGSL_NATIVE_STATS=0`` forces them.
 
-So the forward of any loss, or of any composite of them, is one *statistics pass* that writes a ``(B, C, K)``
-tensor, followed by cheap arithmetic on that tiny tensor (which autograd differentiates).  The backward is one
-*gradient pass*: given ``dL/dS`` of shape ``(B, C, K)`` it recomputes P from the logits and writes
-``dL/dlogits``.  Nothing of the size of the logits is stored between the two passes except the inputs.
-
-This module holds the stats layout, the host implementation of both passes (the CPU path), the
-``autograd.Function`` and the backend dispatch.  The host passes run on the C++ library built from
-``kernels/voxel_stats_host.cpp`` (one fused loop over voxels per pass, ``torch.get_num_threads()`` threads, loaded
-with ctypes through ``fastgsl._native``) for fp32 / fp16 / bf16 logits; fp64 logits (gradcheck), other input
-types, or a missing library use the plain-PyTorch passes, which work in cache-sized chunks (never a one-hot or a
-full-size probability tensor).  ``last_engine`` names the engine of the latest host pass (``"native"`` or
-``"torch"``); ``FASTGSL_NATIVE_STATS=0`` forces the PyTorch passes.  The Triton kernels of the same two passes
-live in ``fastgsl.kernels.voxel_stats`` and must agree with this file.
-
-Gradient of the stats with respect to P (D and Dp are constants, as in the papers):
-
-    dI/dP = T, dSP/dP = 1, dSP2/dP = 2P, dSURF/dP = -2 D^2 (1 - T - P), dDP/dP = D,
-    dHAUS/dP = -2 (T - P)(D^2 + Dp^2),  and ST, ST2, D2 do not depend on P.
-
-For ``CE`` the logits gradient is taken directly: softmax ``sum_c w_c (-T_c log p_c)`` gives
-``p_j sum_c w_c T_c - w_j T_j``; sigmoid BCE gives ``w_j (p_j - T_j)``.
+Both sum in a fixed order, so results are bit-reproducible (the C++ passes also for any thread count).  The
+engine of each call is reported to :mod:`fastgsl.observe` as ``voxel_stats``.  Inputs are trusted: the caller
+(``function.voxel_stats``) has validated them.
 """
 from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
 
 import torch
 
-from fastgsl import _native
-from fastgsl import backend as _backend
-
-I, SP, SP2, ST, ST2, CE, SURF, D2, DP, HAUS = range(10)
-K = 10
-STAT_NAMES = ("I", "SP", "SP2", "ST", "ST2", "CE", "SURF", "D2", "DP", "HAUS")
-#: stats that read the ground-truth DTM
-DTM_STATS = frozenset({SURF, D2, DP, HAUS})
-#: stats whose value depends on P (and therefore have a gradient pass term)
-P_STATS = frozenset({I, SP, SP2, CE, SURF, DP, HAUS})
-
-ACTIVATIONS = ("softmax", "sigmoid", "none")
-
-
-@dataclass(frozen=True)
-class StatSpec:
-    """What one statistics pass computes.
-
-    ``needs`` is the set of stat indices to compute (others come out as 0).  ``label_offset`` maps an integer
-    label map to channels: ``T_c = (label == c + label_offset)``; it is 1 only for a one-channel sigmoid, where
-    labels are {0, 1} and the channel is the foreground.
-    """
-
-    activation: str
-    needs: frozenset
-    label_offset: int = 0
-
-    def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if CE in self.needs and self.activation == "none":
-            raise ValueError("cross-entropy needs logits: activation='none' cannot be combined with a CE term")
-
-    @property
-    def mask(self) -> int:
-        return sum(1 << k for k in self.needs)
-
-    def merged(self, other: "StatSpec") -> "StatSpec":
-        if (self.activation, self.label_offset) != (other.activation, other.label_offset):
-            raise ValueError("losses sharing one statistics pass must use the same activation")
-        return StatSpec(self.activation, self.needs | other.needs, self.label_offset)
-
+from fastgsl import _native, observe
+from fastgsl.kernels import manifest
+from fastgsl.ops.voxel_stats.layout import (ACT_CODE, CE, D2, DP, DTM_STATS, HAUS, I, K, LAYOUT_SIGNATURE,
+                                            LOGIT_DTYPES, P_STATS, SP, SP2, ST, ST2, SURF, TARGET_DTYPES, mask_of)
+from fastgsl.ops.voxel_stats.spec import StatSpec
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp64 stays fp64 (for gradcheck); every other float type is upcast to fp32 for the arithmetic."""
@@ -98,7 +32,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Host implementation of the two passes: the C++ library, and the chunked PyTorch passes (fallback / reference).
+# The chunked PyTorch passes.
 # --------------------------------------------------------------------------------------------------------------
 
 #: elements (voxels x channels) per chunk: large enough to amortise per-op overhead, small enough that the
@@ -241,15 +175,16 @@ def _backward_chunked(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec)
     return grad.reshape(logits.shape)
 
 
-_ABI_VERSION = 2
-_Z_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-_T_CODE = {torch.float32: 0, torch.int64: 1, torch.int32: 2, torch.uint8: 3}
-_ACT_CODE = {"softmax": 0, "sigmoid": 1, "none": 2}
-_NEEDS_DTM = sum(1 << k for k in DTM_STATS)
-_warned: set = set()
+# --------------------------------------------------------------------------------------------------------------
+# The C++ passes.
+# --------------------------------------------------------------------------------------------------------------
 
-#: engine of the latest host pass: "native" (the C++ library) or "torch" (the chunked PyTorch passes)
-last_engine: str | None = None
+_ABI_VERSION = 3
+_Z_CODE = {getattr(torch, name): code for code, name in enumerate(LOGIT_DTYPES)}
+_T_CODE = {getattr(torch, name): code for code, name in enumerate(TARGET_DTYPES)}
+_NEEDS_DTM = mask_of(DTM_STATS)
+_P_MASK = mask_of(P_STATS)
+_warned: set = set()
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -257,6 +192,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fastgsl_stats_abi_version.restype = i32
     if lib.fastgsl_stats_abi_version() != _ABI_VERSION:
         raise OSError("host statistics library has a different ABI version")
+    lib.fastgsl_stats_layout.restype = ctypes.c_char_p
+    if lib.fastgsl_stats_layout().decode() != LAYOUT_SIGNATURE:
+        raise OSError("host statistics library was built with another stats layout (regenerate "
+                      "kernels/voxel_stats_layout.h: python -m fastgsl.ops.voxel_stats.layout)")
     lib.fastgsl_stats_forward.argtypes = [vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32]
     lib.fastgsl_stats_forward.restype = i32
     lib.fastgsl_stats_backward.argtypes = [vp, vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32]
@@ -265,9 +204,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 #: ``fastgsl/_stats_host*.so`` built by setup.py, or compiled on first use (see :mod:`fastgsl._native`)
-host_library = _native.HostLibrary("_stats_host", "voxel_stats_host.cpp",
-                                   ("voxel_stats_host.cpp", "host_parallel.h"),
-                                   "FASTGSL_STATS_SOURCE_HASH", "fastgsl_stats", _bind)
+host_library = _native.HostLibrary(manifest.STATS, _bind)
 
 
 def native_library():
@@ -327,7 +264,7 @@ def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0):
     if B * n == 0:  # empty tensors may have null data pointers
         return out
     rc = lib.fastgsl_stats_forward(z.data_ptr(), _Z_CODE[z.dtype], t.data_ptr(), _T_CODE[t.dtype], _ptr(d), _ptr(dp),
-                                   out.data_ptr(), B, C, n, _ACT_CODE[spec.activation], spec.mask, spec.label_offset,
+                                   out.data_ptr(), B, C, n, ACT_CODE[spec.activation], spec.mask, spec.label_offset,
                                    max(1, torch.get_num_threads()), isa)
     if rc == 1:
         raise MemoryError("fastgsl: the host statistics pass ran out of memory or could not start a thread")
@@ -337,7 +274,7 @@ def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0):
 
 
 def _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec, isa: int = 0):
-    need = spec.mask & sum(1 << k for k in P_STATS)
+    need = spec.mask & _P_MASK
     prepared = _native_inputs(logits, target, dtm, dtm_pred, need)
     if prepared is None:
         return None
@@ -349,7 +286,7 @@ def _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec, isa: 
     if B * n == 0:
         return grad.reshape(logits.shape)
     rc = lib.fastgsl_stats_backward(gs.data_ptr(), z.data_ptr(), _Z_CODE[z.dtype], t.data_ptr(), _T_CODE[t.dtype],
-                                    _ptr(d), _ptr(dp), grad.data_ptr(), B, C, n, _ACT_CODE[spec.activation], need,
+                                    _ptr(d), _ptr(dp), grad.data_ptr(), B, C, n, ACT_CODE[spec.activation], need,
                                     spec.label_offset, max(1, torch.get_num_threads()), isa)
     if rc == 1:
         raise MemoryError("fastgsl: the host gradient pass ran out of memory or could not start a thread")
@@ -358,7 +295,7 @@ def _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec, isa: 
     return grad.reshape(logits.shape)
 
 
-def voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+def forward_host(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
     """Statistics pass on the host: returns ``(B, C, K)`` sums in fp32 (fp64 for fp64 logits).
 
     Reads logits ``(B, C, *sp)``, target (integer labels ``(B, *sp)`` or float ``(B, C, *sp)``), and the DTMs
@@ -366,126 +303,28 @@ def voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec: StatSpec) -> 
     else :func:`_forward_chunked`; both sum in a fixed order, so the result is bit-reproducible (the C++ pass
     also for any thread count).
     """
-    global last_engine
     lib = native_library() if logits.dtype != torch.float64 else None
     if lib is not None:
         out = _forward_native(lib, logits, target, dtm, dtm_pred, spec)
         if out is not None:
-            last_engine = "native"
+            observe.note("voxel_stats", "native")
             return out
-    last_engine = "torch"
+    observe.note("voxel_stats", "torch")
     return _forward_chunked(logits, target, dtm, dtm_pred, spec)
 
 
-def voxel_stats_backward_torch(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+def backward_host(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
     """Gradient pass on the host: ``dL/dlogits`` in the logits' dtype, from ``grad_stats = dL/dS`` (B, C, K).
 
     The C++ pass when available and the inputs are supported, else :func:`_backward_chunked`."""
-    global last_engine
     lib = native_library() if logits.dtype != torch.float64 else None
     if lib is not None:
         grad = _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec)
         if grad is not None:
-            last_engine = "native"
+            observe.note("voxel_stats", "native")
             return grad
-    last_engine = "torch"
+    observe.note("voxel_stats", "torch")
     return _backward_chunked(grad_stats, logits, target, dtm, dtm_pred, spec)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# autograd.Function and dispatch.
-# --------------------------------------------------------------------------------------------------------------
-
-def _kernels():
-    """The Triton module; importing it registers ``torch.ops.fastgsl.voxel_stats_fwd`` / ``voxel_stats_bwd``."""
-    from fastgsl.kernels import voxel_stats as triton_impl
-
-    return triton_impl
-
-
-def _use_triton(logits: torch.Tensor) -> bool:
-    # fp64 always runs on the host path (in fp64, for gradcheck); the kernels accumulate in fp32.
-    return _backend.resolve(logits.device) == "triton" and logits.dtype != torch.float64
-
-
-class VoxelStatsFunction(torch.autograd.Function):
-    """``S = voxel_stats(logits, target, dtm, dtm_pred)``; gradients flow to ``logits`` only.
-
-    With ``use_triton`` both passes call the registered ops ``torch.ops.fastgsl.voxel_stats_fwd/_bwd`` (Triton
-    kernels, traceable by ``torch.compile``); otherwise the PyTorch host functions above.  Only the inputs are
-    saved for backward: nothing of the logits' size is kept between the passes.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, target, dtm, dtm_pred, spec, use_triton=False, use_atomics=False):
-        ctx.spec = spec
-        ctx.use_triton = use_triton
-        ctx.save_for_backward(logits, target, dtm, dtm_pred)
-        if use_triton:
-            return torch.ops.fastgsl.voxel_stats_fwd(logits, target, dtm, dtm_pred, spec.mask, spec.activation,
-                                                     spec.label_offset, use_atomics)
-        return voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec)
-
-    @staticmethod
-    def backward(ctx, grad_stats):
-        logits, target, dtm, dtm_pred = ctx.saved_tensors
-        spec = ctx.spec
-        if ctx.use_triton:
-            grad = torch.ops.fastgsl.voxel_stats_bwd(grad_stats.contiguous(), logits, target, dtm, dtm_pred,
-                                                     spec.mask, spec.activation, spec.label_offset)
-        else:
-            grad = voxel_stats_backward_torch(grad_stats.contiguous(), logits, target, dtm, dtm_pred, spec)
-        return grad, None, None, None, None, None, None
-
-
-def _check_tensors(logits, target, dtm, dtm_pred):
-    """Cheap shape / device / dtype checks (no host sync); label *values* are checked by the losses."""
-    if not logits.dtype.is_floating_point:
-        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
-    if logits.ndim < 3:
-        raise ValueError(f"logits must be (B, C, *spatial), got shape {tuple(logits.shape)}")
-    B = logits.shape[0]
-    n = logits[0, 0].numel()
-    if target.device != logits.device:
-        raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
-    if target.dtype.is_floating_point:
-        if target.shape != logits.shape:
-            raise ValueError(f"float target must have the logits' shape {tuple(logits.shape)}, "
-                             f"got {tuple(target.shape)}")
-    elif target.is_complex() or target.ndim < 1 or target.shape[0] != B or target.numel() != B * n:
-        raise ValueError(f"integer labels must be (B, *spatial) = {(B,) + tuple(logits.shape[2:])}, "
-                         f"got {tuple(target.shape)} {target.dtype}")
-    for name, d in (("dtm", dtm), ("dtm_pred", dtm_pred)):
-        if d is None:
-            continue
-        if d.shape != logits.shape:
-            raise ValueError(f"{name} must have the logits' shape {tuple(logits.shape)}, got {tuple(d.shape)}")
-        if not d.dtype.is_floating_point:
-            raise TypeError(f"{name} must be a floating-point tensor, got {d.dtype}")
-        if d.device != logits.device:
-            raise ValueError(f"{name} is on {d.device} but logits are on {logits.device}")
-
-
-def voxel_stats(logits, target, dtm=None, dtm_pred=None, *, spec: StatSpec) -> torch.Tensor:
-    """Differentiable ``(B, C, K)`` voxel statistics; see the module docstring for the layout.
-
-    Runs on the Triton kernels or the host path as ``fastgsl.backend`` decides (``FASTGSL_BACKEND``).  On the
-    kernels the reduction is fixed-order unless ``FASTGSL_ATOMICS=1`` (see ``fastgsl.backend.atomics_enabled``).
-    """
-    if spec.needs & DTM_STATS and dtm is None:
-        raise ValueError("a DTM statistic was requested but no dtm was given")
-    if not spec.needs & DTM_STATS:
-        dtm = dtm_pred = None
-    elif HAUS not in spec.needs:
-        dtm_pred = None  # only the two-sided Hausdorff stat reads it
-    _check_tensors(logits, target, dtm, dtm_pred)
-    use_triton = _use_triton(logits)
-    if use_triton:
-        _kernels()
-    return VoxelStatsFunction.apply(logits, target, dtm, dtm_pred, spec, use_triton,
-                                    use_triton and _backend.atomics_enabled())
-
-
-__all__ = ["I", "SP", "SP2", "ST", "ST2", "CE", "SURF", "D2", "DP", "HAUS", "K", "STAT_NAMES", "StatSpec",
-           "voxel_stats", "voxel_stats_forward_torch", "voxel_stats_backward_torch", "VoxelStatsFunction",
-           "compute_dtype"]
+__all__ = ["forward_host", "backward_host", "native_library", "host_library", "compute_dtype"]

@@ -1,7 +1,7 @@
 """Fused Triton kernels of the voxel-statistics pass and its gradient pass.
 
-Both passes are the Triton twins of ``voxel_stats_forward_torch`` / ``voxel_stats_backward_torch`` in
-``fastgsl.ops.voxel_stats`` (the module docstring there defines the ``(B, C, K)`` layout and the formulas):
+Both passes are the Triton twins of the host passes (``host.py``); ``layout.py`` defines the ``(B, C, K)`` layout
+and the formulas, and the kernels read its indices and codes as named ``constexpr`` s:
 
 * ``voxel_stats_forward(logits, target, dtm, dtm_pred, spec) -> (B, C, K)`` fp32 sums.  One read of each input
   element: logits in any float dtype (upcast to fp32 in registers), integer labels compared with the class index
@@ -41,13 +41,38 @@ import triton
 import triton.language as tl
 from torch.library import custom_op, triton_op, wrap_triton
 
-from fastgsl.ops.voxel_stats import (
-    CE, D2, DP, HAUS, I, K, SP, SP2, SURF, StatSpec, voxel_stats_backward_torch,
-    voxel_stats_forward_torch,
-)
+from fastgsl.ops.voxel_stats import layout
+from fastgsl.ops.voxel_stats.host import backward_host, compute_dtype, forward_host
+from fastgsl.ops.voxel_stats.spec import StatSpec
 
-_ACT_CODE = {"softmax": 0, "sigmoid": 1, "none": 2}
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+
+# The layout as compile-time constants of the kernels (Triton reads globals only as constexprs).
+NK = tl.constexpr(layout.K)
+S_I = tl.constexpr(layout.I)
+S_SP = tl.constexpr(layout.SP)
+S_SP2 = tl.constexpr(layout.SP2)
+S_ST = tl.constexpr(layout.ST)
+S_ST2 = tl.constexpr(layout.ST2)
+S_CE = tl.constexpr(layout.CE)
+S_SURF = tl.constexpr(layout.SURF)
+S_D2 = tl.constexpr(layout.D2)
+S_DP = tl.constexpr(layout.DP)
+S_HAUS = tl.constexpr(layout.HAUS)
+# bit masks of the stats, for tests on the NEED mask (written `M_X & NEED`: constexpr has no reflected `&`)
+M_I = tl.constexpr(1 << layout.I)
+M_SP = tl.constexpr(1 << layout.SP)
+M_SP2 = tl.constexpr(1 << layout.SP2)
+M_ST = tl.constexpr(1 << layout.ST)
+M_ST2 = tl.constexpr(1 << layout.ST2)
+M_CE = tl.constexpr(1 << layout.CE)
+M_SURF = tl.constexpr(1 << layout.SURF)
+M_D2 = tl.constexpr(1 << layout.D2)
+M_DP = tl.constexpr(1 << layout.DP)
+M_HAUS = tl.constexpr(1 << layout.HAUS)
+M_DTM_P = tl.constexpr(layout.mask_of(layout.DTM_P_STATS))
+ACT_SOFTMAX = tl.constexpr(layout.ACT_CODE["softmax"])
+ACT_SIGMOID = tl.constexpr(layout.ACT_CODE["sigmoid"])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -84,7 +109,7 @@ def _tile(z_ptr, t_ptr, d_ptr, dp_ptr, b, C, N, label_offset, offs, cls,
     else:
         t = tl.load(t_ptr + off2, mask=m2, other=0.0).to(tl.float32)
     logp = z
-    if ACT == 0:  # softmax over the class axis; padded classes get -inf so they carry no mass
+    if ACT == ACT_SOFTMAX:  # softmax over the class axis; padded classes get -inf so they carry no mass
         zs = tl.where(cmask[:, None], z, float("-inf"))
         mx = tl.max(zs, axis=0)
         e = tl.exp(zs - mx[None, :])
@@ -92,7 +117,7 @@ def _tile(z_ptr, t_ptr, d_ptr, dp_ptr, b, C, N, label_offset, offs, cls,
         p = e / s[None, :]
         if WANT_LOG:
             logp = z - (mx + tl.log(s))[None, :]  # z, not zs: padded classes stay finite
-    elif ACT == 1:
+    elif ACT == ACT_SIGMOID:
         p = tl.sigmoid(z)
     else:
         p = z
@@ -136,16 +161,16 @@ def _voxel_stats_fwd_kernel(z_ptr, t_ptr, d_ptr, dp_ptr, out_ptr, C, N, label_of
     pid = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1).to(tl.int64)
     cls = tl.arange(0, C_PAD)
-    DO_I: tl.constexpr = (NEED & (1 << 0)) != 0
-    DO_SP: tl.constexpr = (NEED & (1 << 1)) != 0
-    DO_SP2: tl.constexpr = (NEED & (1 << 2)) != 0
-    DO_ST: tl.constexpr = (NEED & (1 << 3)) != 0
-    DO_ST2: tl.constexpr = (NEED & (1 << 4)) != 0
-    DO_CE: tl.constexpr = (NEED & (1 << 5)) != 0
-    DO_SURF: tl.constexpr = (NEED & (1 << 6)) != 0
-    DO_D2: tl.constexpr = (NEED & (1 << 7)) != 0
-    DO_DP: tl.constexpr = (NEED & (1 << 8)) != 0
-    DO_HAUS: tl.constexpr = (NEED & (1 << 9)) != 0
+    DO_I: tl.constexpr = (M_I & NEED) != 0
+    DO_SP: tl.constexpr = (M_SP & NEED) != 0
+    DO_SP2: tl.constexpr = (M_SP2 & NEED) != 0
+    DO_ST: tl.constexpr = (M_ST & NEED) != 0
+    DO_ST2: tl.constexpr = (M_ST2 & NEED) != 0
+    DO_CE: tl.constexpr = (M_CE & NEED) != 0
+    DO_SURF: tl.constexpr = (M_SURF & NEED) != 0
+    DO_D2: tl.constexpr = (M_D2 & NEED) != 0
+    DO_DP: tl.constexpr = (M_DP & NEED) != 0
+    DO_HAUS: tl.constexpr = (M_HAUS & NEED) != 0
     LOAD_D: tl.constexpr = DO_SURF or DO_D2 or DO_DP or DO_HAUS
     a_i = tl.zeros([C_PAD, BLOCK_N], tl.float32)
     a_sp = tl.zeros([C_PAD, BLOCK_N], tl.float32)
@@ -173,7 +198,7 @@ def _voxel_stats_fwd_kernel(z_ptr, t_ptr, d_ptr, dp_ptr, out_ptr, C, N, label_of
         if DO_ST2:
             a_st2 += t * t
         if DO_CE:
-            if ACT == 0:
+            if ACT == ACT_SOFTMAX:
                 ce = -t * logp
             else:  # BCE with logits, stable form max(z, 0) - z t + log1p(exp(-|z|))
                 ce = tl.maximum(z, 0.0) - z * t + _log1p(tl.exp(-tl.abs(z)))
@@ -190,19 +215,19 @@ def _voxel_stats_fwd_kernel(z_ptr, t_ptr, d_ptr, dp_ptr, out_ptr, C, N, label_of
             a_haus += df * df * w
     cmask = cls < C
     if ATOMIC:
-        base = (b * C + cls.to(tl.int64)) * 10
+        base = (b * C + cls.to(tl.int64)) * NK
     else:
-        base = ((b * n_prog + pid) * C + cls.to(tl.int64)) * 10
-    _store_stat(out_ptr, base, 0, a_i, cmask, DO_I, ATOMIC)
-    _store_stat(out_ptr, base, 1, a_sp, cmask, DO_SP, ATOMIC)
-    _store_stat(out_ptr, base, 2, a_sp2, cmask, DO_SP2, ATOMIC)
-    _store_stat(out_ptr, base, 3, a_st, cmask, DO_ST, ATOMIC)
-    _store_stat(out_ptr, base, 4, a_st2, cmask, DO_ST2, ATOMIC)
-    _store_stat(out_ptr, base, 5, a_ce, cmask, DO_CE, ATOMIC)
-    _store_stat(out_ptr, base, 6, a_surf, cmask, DO_SURF, ATOMIC)
-    _store_stat(out_ptr, base, 7, a_d2, cmask, DO_D2, ATOMIC)
-    _store_stat(out_ptr, base, 8, a_dp, cmask, DO_DP, ATOMIC)
-    _store_stat(out_ptr, base, 9, a_haus, cmask, DO_HAUS, ATOMIC)
+        base = ((b * n_prog + pid) * C + cls.to(tl.int64)) * NK
+    _store_stat(out_ptr, base, S_I, a_i, cmask, DO_I, ATOMIC)
+    _store_stat(out_ptr, base, S_SP, a_sp, cmask, DO_SP, ATOMIC)
+    _store_stat(out_ptr, base, S_SP2, a_sp2, cmask, DO_SP2, ATOMIC)
+    _store_stat(out_ptr, base, S_ST, a_st, cmask, DO_ST, ATOMIC)
+    _store_stat(out_ptr, base, S_ST2, a_st2, cmask, DO_ST2, ATOMIC)
+    _store_stat(out_ptr, base, S_CE, a_ce, cmask, DO_CE, ATOMIC)
+    _store_stat(out_ptr, base, S_SURF, a_surf, cmask, DO_SURF, ATOMIC)
+    _store_stat(out_ptr, base, S_D2, a_d2, cmask, DO_D2, ATOMIC)
+    _store_stat(out_ptr, base, S_DP, a_dp, cmask, DO_DP, ATOMIC)
+    _store_stat(out_ptr, base, S_HAUS, a_haus, cmask, DO_HAUS, ATOMIC)
 
 
 @triton.jit
@@ -234,42 +259,42 @@ def _voxel_stats_bwd_kernel(gs_ptr, z_ptr, t_ptr, d_ptr, dp_ptr, g_ptr, C, N, la
     b = tl.program_id(1).to(tl.int64)
     cls = tl.arange(0, C_PAD)
     cmask = cls < C
-    gbase = gs_ptr + (b * C + cls.to(tl.int64)) * 10
+    gbase = gs_ptr + (b * C + cls.to(tl.int64)) * NK
     # per-class coefficients dL/dS_k, broadcast over voxels; read on the device, so no host sync
-    c_i = tl.load(gbase + 0, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    c_sp = tl.load(gbase + 1, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    c_sp2 = tl.load(gbase + 2, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    c_ce = tl.load(gbase + 5, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    c_surf = tl.load(gbase + 6, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    c_dp = tl.load(gbase + 8, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    c_haus = tl.load(gbase + 9, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    LOAD_D: tl.constexpr = (NEED & ((1 << 6) | (1 << 8) | (1 << 9))) != 0
+    c_i = tl.load(gbase + S_I, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    c_sp = tl.load(gbase + S_SP, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    c_sp2 = tl.load(gbase + S_SP2, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    c_ce = tl.load(gbase + S_CE, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    c_surf = tl.load(gbase + S_SURF, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    c_dp = tl.load(gbase + S_DP, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    c_haus = tl.load(gbase + S_HAUS, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    LOAD_D: tl.constexpr = (M_DTM_P & NEED) != 0
     row = (b * C + cls.to(tl.int64)) * N
     for it in range(0, tiles):
         offs = (pid * tiles + it) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
         m2, z, p, logp, t, d, w = _tile(z_ptr, t_ptr, d_ptr, dp_ptr, b, C, N, label_offset, offs, cls,
                                         ACT, LABELS, LOAD_D, HAS_DP, False)
         g = tl.zeros([C_PAD, BLOCK_N], tl.float32)  # dL/dP
-        if (NEED & (1 << 0)) != 0:
+        if (M_I & NEED) != 0:
             g += c_i * t
-        if (NEED & (1 << 1)) != 0:
+        if (M_SP & NEED) != 0:
             g += c_sp
-        if (NEED & (1 << 2)) != 0:
+        if (M_SP2 & NEED) != 0:
             g += 2.0 * c_sp2 * p
-        if (NEED & (1 << 6)) != 0:
+        if (M_SURF & NEED) != 0:
             g -= 2.0 * c_surf * (d * d) * (1.0 - t - p)
-        if (NEED & (1 << 8)) != 0:
+        if (M_DP & NEED) != 0:
             g += c_dp * d
-        if (NEED & (1 << 9)) != 0:
+        if (M_HAUS & NEED) != 0:
             g -= 2.0 * c_haus * (t - p) * w
-        if ACT == 0:
+        if ACT == ACT_SOFTMAX:
             dz = p * (g - tl.sum(p * g, axis=0)[None, :])
-        elif ACT == 1:
+        elif ACT == ACT_SIGMOID:
             dz = g * p * (1.0 - p)
         else:
             dz = g
-        if (NEED & (1 << 5)) != 0:
-            if ACT == 0:
+        if (M_CE & NEED) != 0:
+            if ACT == ACT_SOFTMAX:
                 dz += p * tl.sum(c_ce * t, axis=0)[None, :] - c_ce * t
             else:
                 dz += c_ce * (p - t)
@@ -315,7 +340,7 @@ def launch_config(B: int, C: int, N: int, device: torch.device, block_n: Optiona
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Host functions.
+# Launch.
 # --------------------------------------------------------------------------------------------------------------
 
 def _flat_inputs(logits, target, dtm, dtm_pred):
@@ -339,30 +364,28 @@ def voxel_stats_forward(logits, target, dtm, dtm_pred, spec: StatSpec, *, use_at
     fp64 logits are computed on the PyTorch host path, in fp64.
     """
     if logits.dtype == torch.float64:
-        return voxel_stats_forward_torch(logits, target, dtm, dtm_pred, spec)
+        return forward_host(logits, target, dtm, dtm_pred, spec)
     B, C, N, z, t, labels, d, dp = _flat_inputs(logits, target, dtm, dtm_pred)
     c_pad, block_n, tiles, progs, num_warps = launch_config(B, C, N, logits.device, block_n, tiles)
     need = spec.mask
     has_d = d is not None
-    if need & ((1 << SURF) | (1 << D2) | (1 << DP) | (1 << HAUS)) and not has_d:
-        raise ValueError("a DTM statistic was requested but no dtm was given")
     if B == 0 or C == 0:
-        return torch.zeros(B, C, K, dtype=torch.float32, device=logits.device)
+        return torch.zeros(B, C, layout.K, dtype=torch.float32, device=logits.device)
     d_arg = d if has_d else z
     dp_arg = dp if dp is not None else d_arg
-    act = _ACT_CODE[spec.activation]
+    act = layout.ACT_CODE[spec.activation]
     if use_atomics:
-        out = torch.zeros(B, C, K, dtype=torch.float32, device=logits.device)
+        out = torch.zeros(B, C, layout.K, dtype=torch.float32, device=logits.device)
         dest = out
     else:
-        out = torch.empty(B, C, K, dtype=torch.float32, device=logits.device)
-        dest = torch.empty(B, progs, C, K, dtype=torch.float32, device=logits.device)
+        out = torch.empty(B, C, layout.K, dtype=torch.float32, device=logits.device)
+        dest = torch.empty(B, progs, C, layout.K, dtype=torch.float32, device=logits.device)
     wrap_triton(_voxel_stats_fwd_kernel)[(progs, B)](
         z, t, d_arg, dp_arg, dest, C, N, spec.label_offset, tiles, progs,
         NEED=need, ACT=act, LABELS=labels, HAS_DP=dp is not None, ATOMIC=bool(use_atomics),
         C_PAD=c_pad, BLOCK_N=block_n, num_warps=num_warps)
     if not use_atomics:
-        M = C * K
+        M = C * layout.K
         block_m = min(256, triton.next_power_of_2(M))
         block_r = max(1, min(64, triton.next_power_of_2(progs), 4096 // block_m))
         wrap_triton(_reduce_partials_kernel)[(B, triton.cdiv(M, block_m))](
@@ -377,12 +400,10 @@ def voxel_stats_backward(grad_stats, logits, target, dtm, dtm_pred, spec: StatSp
     fp64 logits are computed on the PyTorch host path, in fp64.
     """
     if logits.dtype == torch.float64:
-        return voxel_stats_backward_torch(grad_stats, logits, target, dtm, dtm_pred, spec)
+        return backward_host(grad_stats, logits, target, dtm, dtm_pred, spec)
     B, C, N, z, t, labels, d, dp = _flat_inputs(logits, target, dtm, dtm_pred)
     c_pad, block_n, tiles, progs, num_warps = launch_config(B, C, N, logits.device, block_n, tiles)
-    need = spec.mask & ((1 << I) | (1 << SP) | (1 << SP2) | (1 << CE) | (1 << SURF) | (1 << DP) | (1 << HAUS))
-    if need & ((1 << SURF) | (1 << DP) | (1 << HAUS)) and d is None:
-        raise ValueError("a DTM statistic was requested but no dtm was given")
+    need = spec.mask & layout.mask_of(layout.P_STATS)
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     if grad.numel() == 0:
         return grad
@@ -391,7 +412,7 @@ def voxel_stats_backward(grad_stats, logits, target, dtm, dtm_pred, spec: StatSp
     dp_arg = dp if dp is not None else d_arg
     wrap_triton(_voxel_stats_bwd_kernel)[(progs, B)](
         gs, z, t, d_arg, dp_arg, grad, C, N, spec.label_offset, tiles,
-        NEED=need, ACT=_ACT_CODE[spec.activation], LABELS=labels, HAS_DP=dp is not None,
+        NEED=need, ACT=layout.ACT_CODE[spec.activation], LABELS=labels, HAS_DP=dp is not None,
         C_PAD=c_pad, BLOCK_N=block_n, num_warps=num_warps)
     return grad
 
@@ -400,21 +421,17 @@ def voxel_stats_backward(grad_stats, logits, target, dtm, dtm_pred, spec: StatSp
 # torch.library registration: torch.ops.fastgsl.voxel_stats_fwd / voxel_stats_bwd.
 # --------------------------------------------------------------------------------------------------------------
 
-def _spec(needs_mask: int, activation: str, label_offset: int) -> StatSpec:
-    return StatSpec(activation, frozenset(k for k in range(K) if needs_mask >> k & 1), label_offset)
-
-
 def _fwd_op(logits: torch.Tensor, target: torch.Tensor, dtm: Optional[torch.Tensor],
             dtm_pred: Optional[torch.Tensor], needs_mask: int, activation: str, label_offset: int,
             use_atomics: bool) -> torch.Tensor:
-    return voxel_stats_forward(logits, target, dtm, dtm_pred, _spec(needs_mask, activation, label_offset),
-                               use_atomics=use_atomics)
+    return voxel_stats_forward(logits, target, dtm, dtm_pred,
+                               StatSpec.from_mask(needs_mask, activation, label_offset), use_atomics=use_atomics)
 
 
 def _bwd_op(grad_stats: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, dtm: Optional[torch.Tensor],
             dtm_pred: Optional[torch.Tensor], needs_mask: int, activation: str, label_offset: int) -> torch.Tensor:
     return voxel_stats_backward(grad_stats, logits, target, dtm, dtm_pred,
-                                _spec(needs_mask, activation, label_offset))
+                                StatSpec.from_mask(needs_mask, activation, label_offset))
 
 
 if INTERPRETER:
@@ -423,8 +440,7 @@ if INTERPRETER:
 
     @voxel_stats_fwd_op.register_fake
     def _(logits, target, dtm, dtm_pred, needs_mask, activation, label_offset, use_atomics):
-        cd = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        return logits.new_empty((logits.shape[0], logits.shape[1], K), dtype=cd)
+        return logits.new_empty((logits.shape[0], logits.shape[1], layout.K), dtype=compute_dtype(logits.dtype))
 
     @voxel_stats_bwd_op.register_fake
     def _(grad_stats, logits, target, dtm, dtm_pred, needs_mask, activation, label_offset):
