@@ -1,6 +1,6 @@
 """Forward + backward of the paper's training loss, Dice-CE + GSL, against its peers in the same run.
 
-Workload (issue 2): ``CompositeLoss(DiceCELoss, GeneralizedSurfaceLoss)`` on fp32 logits 2x4x96^3 with a
+Workload: ``CompositeLoss(DiceCELoss, GeneralizedSurfaceLoss)`` on fp32 logits 2x4x96^3 with a
 given DTM, on the CPU path.  Peers: MIST 2.3.0 ``GenSurfLoss`` (the same loss as the authors ship it), MONAI
 ``DiceCELoss`` (the region term alone) and the naive PyTorch formula (``fastgsl.reference``).
 
