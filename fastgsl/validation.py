@@ -8,6 +8,7 @@ the argument.
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import torch
@@ -44,11 +45,20 @@ def check_integer_labels(name: str, labels) -> torch.Tensor:
 def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context: str = "") -> None:
     """Every value of ``labels`` lies in ``[0, num_labels)``.
 
-    One ``aminmax`` reduction and one host read; skipped while ``torch.compile`` traces (a data-dependent check
-    cannot be part of the graph)."""
+    One ``aminmax`` reduction.  On the CPU the result is read at once and a bad label raises ``ValueError`` with
+    the values found.  On a GPU, reading it would stall the host on every loss call, so the check is a
+    device-side assert (``torch._assert_async``) queued behind the reduction: a bad label still stops the run,
+    as a CUDA "device-side assert triggered" error at the next synchronisation, without the values.
+    ``FASTGSL_LABEL_CHECK=eager`` reads the result on every device instead (a clear error, one sync per call).
+    Skipped while ``torch.compile`` traces (a data-dependent check cannot be part of the graph)."""
     if labels.numel() == 0 or torch.compiler.is_compiling():
         return
-    lo, hi = (int(v) for v in torch.aminmax(labels))
+    lo, hi = torch.aminmax(labels)
+    if labels.device.type != "cpu" and os.environ.get("FASTGSL_LABEL_CHECK", "auto") != "eager":
+        torch._assert_async((lo >= 0) & (hi < num_labels),
+                            f"fastgsl: {name} must lie in [0, {num_labels}){context}")
+        return
+    lo, hi = int(lo), int(hi)
     if lo < 0 or hi >= num_labels:
         raise ValueError(f"{name} must lie in [0, {num_labels}){context}; found values in [{lo}, {hi}]")
 

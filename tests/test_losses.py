@@ -407,3 +407,27 @@ def test_labels_are_checked_once_per_forward(monkeypatch):
     assert calls == ["labels"]
     fastgsl.dtm.labels_to_dtm(labels, 3)  # the public DTM function does check them itself
     assert calls == ["labels", "labels"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none present on this machine)")
+def test_cuda_training_step_never_syncs_the_host(seen):
+    """One forward + backward of every loss and of the composite, with the DTMs computed on the fly, under
+    ``torch.cuda.set_sync_debug_mode("error")``: any host synchronisation on the loss path raises."""
+    dev = torch.device("cuda")
+    logits, labels = make((2, 3, 17, 15, 13))
+    logits, labels = logits.to(dev), labels.to(dev)
+    losses = [DiceLoss(), DiceCELoss(), CrossEntropyLoss(), GeneralizedDiceLoss(), BoundaryLoss(),
+              HausdorffLoss(), HausdorffLoss(two_sided=True), GeneralizedSurfaceLoss(class_weights=[0.2, 0.3, 0.5]),
+              CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(class_weights=[0.2, 0.3, 0.5]), 0.5)]
+    losses = [loss.to(dev) for loss in losses]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for loss in losses:
+            z = logits.clone().requires_grad_()
+            loss(z, labels).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert set(seen.all("voxel_stats")) == {"triton"} and set(seen.all("edt")) == {"cupy"}
