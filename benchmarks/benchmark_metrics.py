@@ -1,4 +1,4 @@
-"""HD95 and ASD (issue 5): fastgsl.metrics against MONAI and a SimpleITK loop, in the same run.
+"""HD95 and ASD: fastgsl.metrics against MONAI and a SimpleITK loop, in the same run.
 
 Workloads:
 
@@ -21,7 +21,8 @@ positive far away, so that HD, HD95 and ASD all differ.  Peers:
     python -m benchmarks.benchmark_metrics          # a markdown table with the ratios
 
 ``FASTGSL_BENCH_ROUNDS`` (default 3) sets the rounds; ``FASTGSL_BENCH_DEVICE=cuda`` runs fastgsl and MONAI on the
-GPU (skipped, with the reason, where there is none).
+GPU (skipped, with the reason, where there is none).  The distance path that answered each fastgsl peer (as
+``fastgsl.observe`` records it) is printed with the table and stored in pytest-benchmark's ``extra_info``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+
+from fastgsl import observe
 
 ROUNDS = int(os.environ.get("FASTGSL_BENCH_ROUNDS", "3"))
 DEVICE = os.environ.get("FASTGSL_BENCH_DEVICE", "cpu")
@@ -162,10 +165,12 @@ def test_surface_metric(benchmark, workload, metric, peer):
     if reason:
         pytest.skip(reason)
     call = make_call(peer, workload, metric)
-    call()  # warm-up (and the host EDT library's one-off build)
+    with observe.engines() as seen:
+        call()  # warm-up (and the host EDT library's one-off build)
     B, C, shape = WORKLOADS[workload]
     benchmark.group = f"{metric} {B}x{C}x{'x'.join(map(str, shape))} {DEVICE}"
     benchmark.extra_info["threads"] = torch.get_num_threads()
+    benchmark.extra_info["distances"] = seen.all("metric_distances")
     benchmark.pedantic(call, rounds=ROUNDS, iterations=1)
 
 
@@ -182,14 +187,15 @@ def test_surface_metric_cuda(benchmark, workload, metric, peer):
         except ImportError:
             pytest.skip("MONAI's GPU path needs cuCIM, which is not installed")
     call = make_call(peer, workload, metric, device="cuda")
-    call()
+    with observe.engines() as seen:
+        call()
     B, C, shape = WORKLOADS[workload]
     benchmark.group = f"{metric} {B}x{C}x{'x'.join(map(str, shape))} cuda ({torch.cuda.get_device_name()})"
+    benchmark.extra_info["distances"] = seen.all("metric_distances")
     benchmark.pedantic(call, rounds=ROUNDS, iterations=1)
 
 
 def main():
-    from fastgsl import metrics
     from fastgsl.ops import edt
 
     rows, paths = [], {}
@@ -200,9 +206,10 @@ def main():
                 if _skip_reason(peer):
                     continue
                 call = make_call(peer, workload, metric)
-                value = call()
+                with observe.engines() as seen:
+                    value = call()
                 if peer.startswith("fastgsl"):
-                    paths.setdefault(peer, set()).add(metrics.last_distance_path)
+                    paths.setdefault(peer, set()).update(seen.all("metric_distances"))
                 times = []
                 for _ in range(ROUNDS):
                     t0 = time.perf_counter()

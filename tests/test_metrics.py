@@ -2,7 +2,9 @@
 evaluation (``convention="paper"``) and DeepMind ``surface-distance`` (where its surfel definition coincides).
 
 Inputs are random blobs (odd sizes, 2-D and 3-D, several classes, objects touching the border) with injected edge
-cases: one-voxel objects, empty and full masks, on isotropic, anisotropic and per-item spacing.
+cases: one-voxel objects, empty and full masks, on isotropic, anisotropic and per-item spacing.  Every test whose
+result goes through the distances runs on both ways of getting them (the ``distance_path`` fixture), and checks
+through ``fastgsl.observe`` that the requested one answered.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from fastgsl import metrics
+from fastgsl import metrics, observe
 from fastgsl.ops import nearest
 from fastgsl.metrics import (average_surface_distance, dice_score, hausdorff_distance, segment_quantile,
                              surface_dice)
@@ -28,13 +30,26 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(autouse=True, params=["dense", "sparse"])
+NO_TREE = "the host nearest-site library could neither be found nor compiled here"
+
+
+@pytest.fixture(params=["dense", "sparse"])
 def distance_path(request, monkeypatch):
-    """Every test runs on both ways of getting the distances: the dense EDT and the k-d tree."""
-    if request.param == "sparse" and not nearest.available():
-        pytest.skip("the host nearest-site library could neither be found nor compiled here")
-    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", request.param)
-    return request.param
+    """Runs the test on one way of getting the distances, the dense EDT or the k-d tree, and checks afterwards,
+    through ``fastgsl.observe``, that the test's metric calls took it: every call that measured distances, and at
+    least one.  Given None (indirect parametrisation), it checks instead that no call measured any distance."""
+    path = request.param
+    if path == "sparse" and not nearest.available():
+        pytest.skip(NO_TREE)
+    if path is not None:
+        monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", path)
+    with observe.engines() as seen:
+        yield path
+    answered = seen.all("metric_distances")
+    if path is None:
+        assert answered == [], f"no distance was to be measured, but {answered} answered"
+    else:
+        assert answered and set(answered) == {path}, f"FASTGSL_METRIC_DISTANCES={path}, but {answered} answered"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -141,7 +156,7 @@ def test_segment_quantile_handles_inf_and_single_values():
 
 @pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("sp_index", [0, 1, 2])
-def test_hausdorff_matches_monai(dim, sp_index):
+def test_hausdorff_matches_monai(dim, sp_index, distance_path):
     p, t = case(dim, seed=dim + 10 * sp_index)
     spacing = SPACINGS[dim][sp_index]
     for kw in (dict(), dict(percentile=95), dict(percentile=37.5, directed=True), dict(directed=True)):
@@ -157,7 +172,7 @@ def test_hausdorff_matches_monai(dim, sp_index):
 
 @pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("sp_index", [0, 1, 2])
-def test_average_surface_distance_matches_monai(dim, sp_index):
+def test_average_surface_distance_matches_monai(dim, sp_index, distance_path):
     p, t = case(dim, seed=100 + dim + 10 * sp_index)
     spacing = SPACINGS[dim][sp_index]
     for symmetric in (True, False):
@@ -169,7 +184,7 @@ def test_average_surface_distance_matches_monai(dim, sp_index):
 
 @pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("sp_index", [0, 1, 2])
-def test_surface_dice_matches_monai(dim, sp_index):
+def test_surface_dice_matches_monai(dim, sp_index, distance_path):
     p, t = case(dim, seed=200 + dim + 10 * sp_index)
     spacing = SPACINGS[dim][sp_index]
     # exact-distance thresholds on purpose (1, sqrt 2, 2 voxels): "<=" must count the ties
@@ -180,7 +195,7 @@ def test_surface_dice_matches_monai(dim, sp_index):
         assert_close(ours, ref)
 
 
-def test_include_background_and_label_maps_match_monai():
+def test_include_background_and_label_maps_match_monai(distance_path):
     rng = np.random.default_rng(7)
     shape = (15, 17, 13)
     C = 5
@@ -210,7 +225,7 @@ def test_include_background_and_label_maps_match_monai():
     assert_close(dice_score(lp, lt, C, include_background=True), ref)
 
 
-def test_monai_sphere_fixture():
+def test_monai_sphere_fixture(distance_path):
     """MONAI's own test: spheres r=20 and r=40 centred at (20, 33, 22) on a 99^3 grid."""
     z, y, x = np.ogrid[:99, :99, :99]
     sphere = lambda r: torch.from_numpy((z - 20) ** 2 + (y - 33) ** 2 + (x - 22) ** 2 <= r * r)[None, None]
@@ -263,7 +278,7 @@ def sitk_paper(p: np.ndarray, t: np.ndarray, sp, percentile=95.0, tol=1.5):
 
 @pytest.mark.parametrize("dim,spacing,pad", [(2, (0.7, 1.3), 0), (3, (1.5, 0.8, 1.1), 0), (3, None, 0),
                                              (2, (1.2, 0.6), 2), (3, (0.9, 1.4, 1.0), 3)])
-def test_paper_convention_matches_simpleitk(dim, spacing, pad):
+def test_paper_convention_matches_simpleitk(dim, spacing, pad, distance_path):
     p, t = case(dim, seed=300 + dim + pad, B=2, C=4)
     if pad:  # interior objects: the computation is cropped to the objects' box, whose edges are not the image's
         p, t = (torch.nn.functional.pad(x.to(torch.uint8), (pad, pad + 1) * dim).bool() for x in (p, t))
@@ -293,7 +308,7 @@ def test_paper_convention_matches_simpleitk(dim, spacing, pad):
     assert checked >= 4
 
 
-def test_paper_full_target_matches_simpleitk_for_hd():
+def test_paper_full_target_matches_simpleitk_for_hd(distance_path):
     """A full mask's SimpleITK map is -1.8e19 everywhere; clamped at 0 it is still meaningful for HD95."""
     rng = np.random.default_rng(5)
     p = torch.from_numpy(blobs(rng, 1, 1, (11, 14, 9)))
@@ -312,7 +327,7 @@ def test_paper_full_target_matches_simpleitk_for_hd():
 # ---------------------------------------------------------------------------------------------------------------
 # DeepMind surface-distance: surfels on the corner grid; compare where the definitions coincide
 
-def test_translated_boxes_match_deepmind_hausdorff():
+def test_translated_boxes_match_deepmind_hausdorff(distance_path):
     """For equal-size boxes, the edge voxels (MONAI) and the surfel corners (DeepMind) are the same point sets up to
     a half-voxel shift, so HD coincides exactly; the area-weighted means do not (and are not compared)."""
     a = np.zeros((3, 1, 15, 17, 13), bool)
@@ -336,7 +351,7 @@ def test_translated_boxes_match_deepmind_hausdorff():
 
 
 @pytest.mark.parametrize("dim", [2, 3])
-def test_hausdorff_within_half_diagonal_bound_of_deepmind(dim):
+def test_hausdorff_within_half_diagonal_bound_of_deepmind(dim, distance_path):
     """Every MONAI edge voxel has a DeepMind surfel corner within h = |spacing|/2 and vice versa (a mixed 2^d
     neighbourhood always contains an object voxel with a background face neighbour), so the two HDs differ by at
     most 2h.  A real bound that fails if the edges or the spacing handling are wrong."""
@@ -362,8 +377,11 @@ def _pair(kind, shape=(9, 10, 11)):
     return {"both": (empty, empty), "pred": (empty, blob), "target": (blob, empty)}[kind]
 
 
-@pytest.mark.parametrize("kind", ["both", "pred", "target"])
-def test_empty_policy_nan(kind):
+EMPTY_KINDS = [("both", None), ("pred", "dense"), ("pred", "sparse"), ("target", "dense"), ("target", "sparse")]
+
+
+@pytest.mark.parametrize("kind,distance_path", EMPTY_KINDS, indirect=["distance_path"])
+def test_empty_policy_nan(kind, distance_path):
     p, t = _pair(kind)
     kw = dict(include_background=True)
     sp = (1.0, 2.0, 0.5)
@@ -379,14 +397,14 @@ def test_empty_policy_nan(kind):
         assert (math.isnan(hd) and math.isnan(expected)) or hd == expected
         assert (math.isnan(hd95) and math.isnan(expected)) or hd95 == expected
     assert_close(hausdorff_distance(p, t, spacing=sp, **kw), monai_hd)
-    assert math.isnan(monai_hd95.item())  # MONAI: nan even with one mask present (issue 9095); fastgsl: inf
+    assert math.isnan(monai_hd95.item())  # MONAI: nan even with one mask present (quantile of all-inf); fastgsl: inf
     assert_close(average_surface_distance(p, t, spacing=sp, **kw), monai_asd)
     assert_close(surface_dice(p, t, 1.0, spacing=sp, **kw), monai_nsd)
     assert_close(dice_score(p, t, **kw), monai_dice)
 
 
-@pytest.mark.parametrize("kind", ["both", "pred", "target"])
-def test_empty_policy_paper(kind):
+@pytest.mark.parametrize("kind,distance_path", EMPTY_KINDS, indirect=["distance_path"])
+def test_empty_policy_paper(kind, distance_path):
     p, t = _pair(kind)
     sp = (1.0, 2.0, 0.5)
     diag = math.sqrt((9 * 1.0) ** 2 + (10 * 2.0) ** 2 + (11 * 0.5) ** 2)
@@ -407,7 +425,7 @@ def test_empty_policy_paper(kind):
         assert ov.GetDiceCoefficient() == dice
 
 
-def test_full_masks_match_monai():
+def test_full_masks_match_monai(distance_path):
     """A full mask's MONAI edges are the image border voxels (erosion with border_value=0)."""
     p = torch.ones((2, 2, 9, 12, 7), dtype=torch.bool)
     t = p.clone()
@@ -427,7 +445,7 @@ def test_full_masks_match_monai():
 # ---------------------------------------------------------------------------------------------------------------
 # determinism, bad input, devices
 
-def test_deterministic():
+def test_deterministic(distance_path):
     p, t = case(3, seed=11)
     sp = [(0.6, 0.9, 2.5), (1.0, 1.0, 1.0), (1.5, 0.8, 1.1)]
     for fn, kw in ((hausdorff_distance, dict(percentile=95)), (average_surface_distance, {}),
@@ -450,6 +468,22 @@ def test_single_channel_without_background_is_empty():
     assert hausdorff_distance(p, t, percentile=np.float64(95.0)).shape == (2, 2)
 
 
+def test_spacing_forms_agree():
+    """A number, numpy and torch scalars, a per-call sequence and per-item rows as nested lists, an array or a
+    tensor all give the same result as the per-item rows they stand for."""
+    rng = np.random.default_rng(8)
+    p, t = (torch.from_numpy(blobs(rng, 2, 3, (13, 11, 15))) for _ in range(2))
+    rows = [(0.7, 1.3, 0.9), (1.1, 0.6, 1.4)]
+    per_item = hausdorff_distance(p, t, spacing=rows, percentile=95)
+    assert per_item.isfinite().all()
+    assert not torch.equal(per_item[0], hausdorff_distance(p, t, spacing=rows[1], percentile=95)[0])  # rows matter
+    for sp in (np.asarray(rows), torch.tensor(rows, dtype=torch.float64)):
+        assert torch.equal(hausdorff_distance(p, t, spacing=sp, percentile=95), per_item)
+    iso = hausdorff_distance(p, t, spacing=[(0.5,) * 3] * 2)
+    for sp in (0.5, np.float32(0.5), torch.tensor(0.5), (0.5, 0.5, 0.5), np.full(3, 0.5)):
+        assert torch.equal(hausdorff_distance(p, t, spacing=sp), iso)
+
+
 def test_bad_input():
     p, t = case(2, seed=5, B=2, C=3)
     with pytest.raises(ValueError, match="same shape"):
@@ -465,7 +499,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         hausdorff_distance(p[0], t[0])
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
-        hausdorff_distance(torch.zeros(1, 1, 3, 3, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, 3, 3, dtype=torch.bool))
+        hausdorff_distance(torch.zeros(1, 1, 3, 3, 3, 3, dtype=torch.bool),
+                           torch.zeros(1, 1, 3, 3, 3, 3, dtype=torch.bool))
     lab = torch.randint(0, 3, (2, 9, 8))
     with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
         hausdorff_distance(lab, lab.clone().fill_(3), 3)
@@ -485,11 +520,15 @@ def test_bad_input():
         hausdorff_distance(p, t, spacing=(1.0, -1.0))
     with pytest.raises(ValueError, match="spacing"):
         hausdorff_distance(p, t, spacing=[(1.0, 1.0)] * 3)  # per-item spacing for 3 items, batch of 2
+    with pytest.raises(ValueError, match="positive and finite"):
+        hausdorff_distance(p, t, spacing=[(1.0, 1.0), (1.0, float("nan"))])
+    with pytest.raises(TypeError, match="spacing"):
+        hausdorff_distance(p, t, spacing="1.0")
     with pytest.raises(ValueError, match="tolerance"):
         surface_dice(p, t, [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="tolerance"):
         surface_dice(p, t, -1.0)
-    with pytest.raises(ValueError, match="convention"):
+    with pytest.raises(ValueError, match=r"convention must be one of \('monai', 'paper'\)"):
         hausdorff_distance(p, t, convention="itk")
     with pytest.raises(ValueError, match="empty"):
         hausdorff_distance(p, t, empty="zero")
@@ -499,17 +538,32 @@ def test_bad_input():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none present on this machine)")
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_cuda_matches_cpu(path, monkeypatch):
+    if path == "sparse" and not nearest.available():
+        pytest.skip(NO_TREE)
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", path)
     p, t = case(3, seed=12)
     sp = [(0.6, 0.9, 2.5), (1.0, 1.0, 1.0), (1.5, 0.8, 1.1)]
     for fn, kw in ((hausdorff_distance, dict(percentile=95)), (hausdorff_distance, {}),
                    (average_surface_distance, {}), (surface_dice, dict(tolerance=1.5)),
                    (hausdorff_distance, dict(percentile=95, convention="paper")),
                    (average_surface_distance, dict(convention="paper"))):
-        cpu = fn(p, t, spacing=sp, **kw)
-        gpu = fn(p.cuda(), t.cuda(), spacing=sp, **kw)
+        with observe.engines() as seen:
+            cpu = fn(p, t, spacing=sp, **kw)
+            gpu = fn(p.cuda(), t.cuda(), spacing=sp, **kw)
+        assert seen.all("metric_distances") == [path, "dense"]  # on a GPU the dense EDT answers, whatever is asked
         assert gpu.device.type == "cuda"
         torch.testing.assert_close(gpu.cpu(), cpu, equal_nan=True, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none present on this machine)")
+def test_cuda_bad_labels_raise_with_the_values():
+    lab = torch.randint(0, 3, (2, 9, 8), device="cuda")
+    with pytest.raises(ValueError, match=r"target labels must lie in \[0, 3\); found values in \[3, 3\]"):
+        hausdorff_distance(lab, lab.clone().fill_(3), 3)
+    assert dice_score(lab, lab, 3).isfinite().all()  # the CUDA context is still usable
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -534,38 +588,52 @@ def sphere_pair(n=41):
 
 
 def test_auto_takes_the_tree_for_surfaces_and_the_dense_edt_for_volumes(monkeypatch):
+    if not nearest.available():
+        pytest.skip(NO_TREE)
     monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "auto")
     calls = _spy_sparse(monkeypatch)
     p, t = sphere_pair()
-    hausdorff_distance(p, t, include_background=True, percentile=95)  # edges: a few % of the box
-    assert len(calls) == 1
+    with observe.engines() as seen:
+        hausdorff_distance(p, t, include_background=True, percentile=95)  # edges: a few % of the box
+    assert len(calls) == 1 and seen.all("metric_distances") == ["sparse"]
     # paper HD of two disjoint slabs: every voxel of each is searched, more than the box is worth
     a = torch.zeros(1, 1, 31, 31, 31, dtype=torch.bool)
     b = torch.zeros_like(a)
     a[..., :15, :, :] = True
     b[..., 16:, :, :] = True
-    hausdorff_distance(a, b, include_background=True, convention="paper")
-    assert len(calls) == 1
+    with observe.engines() as seen:
+        hausdorff_distance(a, b, include_background=True, convention="paper")
+    assert len(calls) == 1 and seen.all("metric_distances") == ["dense"]
 
 
 def test_paper_hd_searches_only_voxels_outside_the_other_mask(monkeypatch):
+    if not nearest.available():
+        pytest.skip(NO_TREE)
     monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "sparse")
     calls = _spy_sparse(monkeypatch)
     p, t = sphere_pair()
-    got = hausdorff_distance(p, t, include_background=True, convention="paper", spacing=(0.9, 1.1, 1.3))
-    assert calls == [int((t & ~p).sum())]  # p lies inside t: only t's outer shell is searched
-    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "dense")
-    ref = hausdorff_distance(p, t, include_background=True, convention="paper", spacing=(0.9, 1.1, 1.3))
+    with observe.engines() as seen:
+        got = hausdorff_distance(p, t, include_background=True, convention="paper", spacing=(0.9, 1.1, 1.3))
+        assert calls == [int((t & ~p).sum())]  # p lies inside t: only t's outer shell is searched
+        monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "dense")
+        ref = hausdorff_distance(p, t, include_background=True, convention="paper", spacing=(0.9, 1.1, 1.3))
+    assert seen.all("metric_distances") == ["sparse", "dense"]
     assert torch.equal(got, ref)
 
 
 def test_without_the_tree_library_the_dense_edt_answers(monkeypatch):
+    if not nearest.available():
+        pytest.skip(NO_TREE)
     monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "sparse")
     p, t = case(3)
-    ref = average_surface_distance(p, t, spacing=(1.5, 0.8, 1.1))
+    with observe.engines() as seen:
+        ref = average_surface_distance(p, t, spacing=(1.5, 0.8, 1.1))
+    assert seen.all("metric_distances") == ["sparse"]
     monkeypatch.setattr(nearest.host_library, "load", lambda: (None, "not built (test)"))
-    torch.testing.assert_close(average_surface_distance(p, t, spacing=(1.5, 0.8, 1.1)), ref, equal_nan=True,
-                               rtol=1e-6, atol=0)
+    with observe.engines() as seen:
+        got = average_surface_distance(p, t, spacing=(1.5, 0.8, 1.1))
+    assert seen.all("metric_distances") == ["dense"]  # the fallback ran, although "sparse" was asked for
+    torch.testing.assert_close(got, ref, equal_nan=True, rtol=1e-6, atol=0)
 
 
 def test_bad_distance_path(monkeypatch):
