@@ -42,19 +42,21 @@ def check_integer_labels(name: str, labels) -> torch.Tensor:
     return labels
 
 
-def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context: str = "") -> None:
+def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context: str = "", *,
+                      eager: bool = False) -> None:
     """Every value of ``labels`` lies in ``[0, num_labels)``.
 
     One ``aminmax`` reduction.  On the CPU the result is read at once and a bad label raises ``ValueError`` with
     the values found.  On a GPU, reading it would stall the host on every loss call, so the check is a
     device-side assert (``torch._assert_async``) queued behind the reduction: a bad label still stops the run,
     as a CUDA "device-side assert triggered" error at the next synchronisation, without the values.
-    ``FASTGSL_LABEL_CHECK=eager`` reads the result on every device instead (a clear error, one sync per call).
+    ``eager=True`` (callers that read results back anyway, such as the metrics) or ``FASTGSL_LABEL_CHECK=eager``
+    reads the result on every device instead: a clear error, one sync per call.
     Skipped while ``torch.compile`` traces (a data-dependent check cannot be part of the graph)."""
     if labels.numel() == 0 or torch.compiler.is_compiling():
         return
     lo, hi = torch.aminmax(labels)
-    if labels.device.type != "cpu" and os.environ.get("FASTGSL_LABEL_CHECK", "auto") != "eager":
+    if labels.device.type != "cpu" and not eager and os.environ.get("FASTGSL_LABEL_CHECK", "auto") != "eager":
         torch._assert_async((lo >= 0) & (hi < num_labels),
                             f"fastgsl: {name} must lie in [0, {num_labels}){context}")
         return
@@ -68,6 +70,8 @@ def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
     each positive and finite."""
     if spacing is None:
         return (1.0,) * ndim
+    if isinstance(spacing, (str, bytes)):
+        raise TypeError(f"spacing must be a number or a sequence of numbers, got {spacing!r}")
     if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
         spacing = (float(spacing),) * ndim
     try:

@@ -215,3 +215,5 @@ def test_bad_inputs():
         signed_distance(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="spacing"):
         signed_distance(lab > 0, -1.0)
+    with pytest.raises(TypeError, match="spacing"):
+        signed_distance(lab > 0, "11")  # a string is not a sequence of numbers
