@@ -1,4 +1,4 @@
-"""Benchmarks of the exact signed DTM (``kernels/edt.cu`` through ``fastgsl.ops.edt`` / ``fastgsl.dtm``).
+"""Benchmarks of the exact signed DTM (``kernels/edt_kernel.cu`` through ``fastgsl.ops.edt`` / ``fastgsl.dtm``).
 
 Run (not collected by default; ``testpaths`` is ``tests``)::
 

@@ -19,7 +19,7 @@ Operations and their engines:
 
 =================  ==================================================================
 ``voxel_stats``    ``"native"`` (C++ host passes), ``"torch"`` (chunked PyTorch passes), ``"triton"``
-``edt``            ``"cupy"``, ``"host"`` (the C++ build of ``kernels/edt.cu``), ``"scipy"``
+``edt``            ``"cupy"``, ``"host"`` (the C++ build of ``kernels/edt_kernel.cu``), ``"scipy"``
 ``metric_distances``  ``"sparse"`` (k-d tree of ``fastgsl.ops.nearest``), ``"dense"`` (EDT)
 =================  ==================================================================
 """

@@ -1,4 +1,4 @@
-// Host build of kernels/edt.cu: the CUDA built-ins become a per-thread range of lines, and each "kernel" runs on
+// Host build of kernels/edt_kernel.cu: the CUDA built-ins become a per-thread range of lines, and each "kernel" runs on
 // std::threads (not OpenMP, which would clash with the OpenMP runtime torch ships).  Loaded with ctypes by
 // fastgsl/edt.py, so it links against neither Python nor torch.  Built by setup.py (fastgsl._edt_host) or,
 // in a source checkout, compiled on first use into a cache directory.
@@ -29,7 +29,7 @@ static inline double edt_inf() { return std::numeric_limits<double>::infinity();
 static inline bool edt_negative(double x) { return std::signbit(x); }
 static inline double edt_sqrt(double x) { return std::sqrt(x); }
 
-#include "edt.cu"
+#include "edt_kernel.cu"
 #include "host_parallel.h"
 
 namespace {

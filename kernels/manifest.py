@@ -39,7 +39,7 @@ class HostLibrarySpec(NamedTuple):
         return f"fastgsl.{self.stem}"
 
 
-EDT = HostLibrarySpec("_edt_host", "edt_host.cpp", ("edt.cu", "edt_host.cpp", "host_parallel.h"),
+EDT = HostLibrarySpec("_edt_host", "edt_host.cpp", ("edt_kernel.cu", "edt_host.cpp", "host_parallel.h"),
                       "FASTGSL_EDT_SOURCE_HASH", "fastgsl_edt")
 STATS = HostLibrarySpec("_stats_host", "voxel_stats_host.cpp",
                         ("voxel_stats_host.cpp", "voxel_stats_layout.h", "host_parallel.h"),

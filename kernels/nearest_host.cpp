@@ -2,7 +2,7 @@
 //
 // Surface metrics (fastgsl/metrics.py) need the distance from every edge voxel of one mask to the nearest edge
 // voxel of the other: a few percent of the voxels on both sides.  On a GPU the dense EDT over the whole box
-// (kernels/edt.cu) is the fast way; on a CPU its cost grows with the box volume while the edges grow with its
+// (kernels/edt_kernel.cu) is the fast way; on a CPU its cost grows with the box volume while the edges grow with its
 // surface, so there a k-d tree over the sites answers the queries instead (MONAI 1.6 made the same choice
 // with scipy's cKDTree).  Loaded with ctypes by fastgsl/nearest.py; no Python or torch API.
 //

@@ -1,5 +1,5 @@
 """The EDT engine (fastgsl.ops.edt): exactness against scipy, the host build really in use, the scipy last resort,
-the nvcc compile check of kernels/edt.cu, and the CUDA path (CuPy) where a GPU exists."""
+the nvcc compile check of kernels/edt_kernel.cu, and the CUDA path (CuPy) where a GPU exists."""
 import shutil
 import subprocess
 import warnings
@@ -174,7 +174,7 @@ def _nvcc():
 def test_nvcc_compiles_the_cuda_source(tmp_path):
     out = tmp_path / "edt.ptx"
     res = subprocess.run([_nvcc(), "--ptx", "-arch=sm_80", "--fmad=false", "-Werror", "all-warnings",
-                          str(KERNELS / "edt.cu"), "-o", str(out)], capture_output=True, text=True)
+                          str(KERNELS / "edt_kernel.cu"), "-o", str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     ptx = out.read_text()
     for name in ["edt_envelope"] + [f"edt_first_{s}" for s in ["u8", "i8", "i16", "i32", "i64", "f32", "f64"]]:

@@ -18,7 +18,7 @@ Batched signed maps (used by :mod:`fastgsl.dtm`, which resolves the ``fill=`` po
 The conventions are those of :mod:`fastgsl.dtm`; a mask with no object (no background) gets ``+fill_value``
 (``-fill_value``) everywhere.
 
-Engines, one source: ``kernels/edt.cu`` (separable squared-distance passes, Maurer et al. 2003 lower envelope,
+Engines, one source: ``kernels/edt_kernel.cu`` (separable squared-distance passes, Maurer et al. 2003 lower envelope,
 float64 squared distances so that unit-spacing results are exact).
 
 * ``"cupy"``: CUDA tensors, the source compiled by CuPy (NVRTC) and launched on torch's current stream; tensors
@@ -63,8 +63,8 @@ def _warn_once(key: str, msg: str):
 
 
 def kernel_source() -> str:
-    """Text of ``kernels/edt.cu`` (what CuPy compiles)."""
-    return (_native.KERNEL_DIR / "edt.cu").read_text()
+    """Text of ``kernels/edt_kernel.cu`` (what CuPy compiles)."""
+    return (_native.KERNEL_DIR / "edt_kernel.cu").read_text()
 
 
 # ----------------------------------------------------------------------------------------------------- host engine
@@ -113,7 +113,7 @@ class _HostEngine:
 
 # ----------------------------------------------------------------------------------------------------- CUDA engine
 class _CupyEngine:
-    """Launches ``kernels/edt.cu`` through CuPy on torch's current stream; all buffers are torch allocations."""
+    """Launches ``kernels/edt_kernel.cu`` through CuPy on torch's current stream; all buffers are torch allocations."""
 
     name = "cupy"
     block = 128
