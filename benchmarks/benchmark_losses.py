@@ -7,11 +7,16 @@ given DTM, on the CPU path.  Peers: MIST 2.3.0 ``GenSurfLoss`` (the same loss as
     pytest benchmarks/benchmark_losses.py --benchmark-columns=min,median,rounds
     python -m benchmarks.benchmark_losses      # also prints peak memory above the inputs, as a table
 
+The main also reports fastgsl's achieved bandwidth: the bytes its two passes must move (the model of
+``benchmarks/benchmark_voxel_stats.py``: each input read once per pass, the gradient written once) over its
+time, against the same run's memory-bandwidth floor, a ``torch`` copy of the same number of bytes (read + write).
+
 ``FASTGSL_BENCH_SHAPE=2,4,64,64,64`` changes the workload (e.g. a smaller one on a slow machine); on a CUDA
 machine ``FASTGSL_BENCH_DEVICE=cuda`` runs the same comparison on the GPU.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -95,6 +100,7 @@ def main():
         mem = measure("benchmarks.benchmark_losses", "make_step", peer)
         rows.append((peer, min(times), sorted(times)[len(times) // 2], mem))
     mist = dict((r[0], r) for r in rows)["mist"]
+    ours = dict((r[0], r) for r in rows)["fastgsl"]
     print(f"Dice-CE + GSL forward+backward, logits {'x'.join(map(str, SHAPE))} fp32, {DEVICE}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| peer | min (ms) | median (ms) | time vs MIST | peak memory above inputs (MiB) | memory vs MIST |")
@@ -102,6 +108,34 @@ def main():
     for peer, tmin, tmed, mem in rows:
         print(f"| {peer} | {tmin * 1e3:.1f} | {tmed * 1e3:.1f} | {tmin / mist[1]:.2f}x | {mem / 2**20:.1f} | "
               f"{mem / mist[3]:.2f}x |")
+    moved, copy_s = bytes_moved(), copy_seconds(bytes_moved())
+    print(f"\nfastgsl moves {moved / 1e6:.0f} MB (both passes): {moved / ours[1] / 1e9:.2f} GB/s at its best time; "
+          f"a torch copy of the same bytes (read + write) takes {copy_s * 1e3:.1f} ms, {moved / copy_s / 1e9:.2f} GB/s: "
+          f"fastgsl runs at {copy_s / ours[1]:.0%} of the copy bandwidth")
+
+
+def bytes_moved(shape=SHAPE) -> int:
+    """Bytes the fused Dice-CE + GSL passes must move for ``shape``: fp32 logits and DTM, int64 labels."""
+    from benchmarks.benchmark_voxel_stats import LOSS_NEEDS, bytes_per_voxel
+
+    B, C, *sp = shape
+    fwd, bwd = bytes_per_voxel(C, LOSS_NEEDS["DiceCE+GSL"])
+    return (fwd + bwd) * B * math.prod(sp)
+
+
+def copy_seconds(nbytes: int, rounds: int = 10) -> float:
+    """Best time of a ``torch`` copy that reads ``nbytes / 2`` and writes ``nbytes / 2`` (the bandwidth floor)."""
+    import time
+
+    src = torch.ones(nbytes // 8, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 if __name__ == "__main__":
