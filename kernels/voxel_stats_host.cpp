@@ -183,6 +183,9 @@ int fastgsl_stats_backward(const float* gs, const void* z, int zk, const void* t
 typedef float vf __attribute__((vector_size(32)));
 typedef int32_t vi __attribute__((vector_size(32)));
 typedef uint16_t vu16 __attribute__((vector_size(16)));
+typedef uint8_t vu8 __attribute__((vector_size(8)));
+typedef long long vl __attribute__((vector_size(64)));
+typedef unsigned long long vul __attribute__((vector_size(64)));
 
 inline vf splat(float x) { return vf{} + x; }
 inline vf sel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
@@ -215,6 +218,36 @@ inline vf vexp(vf x) {
     y = y * (vf)((n1 + 127) << 23);
     y = y * (vf)((n2 + 127) << 23);
     return sel(x != x, x, y);
+}
+
+// log(x) for x > 0 (normal): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(1 + (m - 1)) by the degree-9 minimax
+// polynomial of Cephes' logf (S. Moshier, Cephes Math Library, logf.c) and e ln 2 added in two parts (Cody-Waite),
+// about 1 ulp.  Element-wise arithmetic only, so every build and lane rounds alike.  NaN propagates.  The callers'
+// arguments lie in [1, C] (a softmax denominator, whose largest term is 1) or (1, 2] (log1p below).
+inline vf vlog(vf x) {
+    vi bits = (vi)x;
+    vi e = ((bits >> 23) & 0xff) - 126;
+    vf m = (vf)((bits & 0x007fffff) | 0x3f000000);  // [0.5, 1)
+    const vi small = m < 0.707106781186547524f;
+    e += small;                                       // a true compare is -1
+    m = sel(small, m + m, m) - 1.0f;
+    const vf fe = __builtin_convertvector(e, vf);
+    const vf z = m * m;
+    vf y = splat(7.0376836292e-2f);
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y = y + fe * -2.12194440e-4f;
+    y = y - 0.5f * z;
+    vf r = m + y;
+    r = r + fe * 0.693359375f;
+    return sel(x != x, x, r);
 }
 
 // Loads 8 logits (n < 8: the first n, zeros after) as fp32.
@@ -273,8 +306,27 @@ inline vf load_f(const float* p, int n) {
 }
 
 // Class index (label - offset) of 8 voxels, -1 where the label matches no channel or the lane is padding.
+// A full group is converted with vector operations (one compare for the range); a partial one lane by lane.
 template <int TK>
 inline vi load_cls(const void* base, long long off, int n, long long offset, long long C) {
+    if (n == L) {
+        vl v;
+        if (TK == T_I64) {
+            std::memcpy(&v, (const int64_t*)base + off, sizeof v);
+        } else if (TK == T_I32) {
+            vi w;
+            std::memcpy(&w, (const int32_t*)base + off, sizeof w);
+            v = __builtin_convertvector(w, vl);
+        } else {
+            vu8 w;
+            std::memcpy(&w, (const uint8_t*)base + off, sizeof w);
+            v = __builtin_convertvector(w, vl);
+        }
+        v -= offset;
+        // unsigned compare: negative labels wrap to huge values, so one test covers both ends of [0, C)
+        const vl ok = (vl)((vul)v < (vul){} + (unsigned long long)C);
+        return __builtin_convertvector((v & ok) | ~ok, vi);  // -1 outside [0, C)
+    }
     int32_t tmp[L] = {-1, -1, -1, -1, -1, -1, -1, -1};
     for (int l = 0; l < n; ++l) {
         long long v = TK == T_I64 ? ((const int64_t*)base)[off + l]
@@ -315,11 +367,7 @@ inline void activate(const Args& a, long long b, long long i, int n, Scratch& s,
         }
         for (long long c = 0; c < C; ++c) s.p[c] = s.p[c] / sum;
         if (want_logp) {  // z[c] becomes log p_c, in the order of the torch path: (z - m) - log(sum)
-            float ls[L];
-            std::memcpy(ls, &sum, sizeof sum);
-            for (int l = 0; l < L; ++l) ls[l] = std::log(ls[l]);
-            vf logsum;
-            std::memcpy(&logsum, ls, sizeof ls);
+            const vf logsum = vlog(sum);
             for (long long c = 0; c < C; ++c) s.z[c] = (s.z[c] - m) - logsum;
         }
     } else if (ACT == ACT_SIGMOID) {
@@ -329,14 +377,15 @@ inline void activate(const Args& a, long long b, long long i, int n, Scratch& s,
     }
 }
 
-// log1p(exp(-|z|)) of the stable BCE with logits, per lane.
+// log1p(exp(-|z|)) of the stable BCE with logits.  log1p(e) = log(u) e / (u - 1) with u = 1 + e cancels the
+// rounding of u (Goldberg, "What every computer scientist should know about floating-point arithmetic", thm. 4),
+// as the Triton kernels do; e itself where u rounds to 1.
 inline vf softplus_neg_abs(vf z) {
-    vf e = vexp(-vabs(z));
-    float t[L];
-    std::memcpy(t, &e, sizeof e);
-    for (int l = 0; l < L; ++l) t[l] = std::log1p(t[l]);
-    std::memcpy(&e, t, sizeof e);
-    return e;
+    const vf e = vexp(-vabs(z));
+    const vf u = 1.0f + e;
+    const vi one = u == 1.0f;
+    const vf den = sel(one, splat(1.0f), u - 1.0f);
+    return sel(one, e, vlog(u) * (e / den));
 }
 
 template <int ZK, int TK, int ACT>
