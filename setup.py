@@ -72,7 +72,8 @@ class _OptionalBuildExt(build_ext):
 
 
 setup(
-    packages=["fastgsl", "fastgsl.losses", "fastgsl.ops", "fastgsl.train", "fastgsl.kernels"],
+    packages=["fastgsl", "fastgsl.losses", "fastgsl.ops", "fastgsl.train", "fastgsl.kernels", "fastgsl.monai",
+              "fastgsl.monai.losses", "fastgsl.monai.metrics"],
     package_dir={"fastgsl": "fastgsl", "fastgsl.kernels": "kernels"},
     package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"]},
     ext_modules=[
