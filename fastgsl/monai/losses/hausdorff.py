@@ -10,14 +10,19 @@ from fastgsl.monai._fallback import answered
 from fastgsl.monai.losses._inputs import Prepared, prepare, reduce
 
 
-def _distance_weight(p: Prepared, input: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``D`` with ``D^2 = dp^alpha + dt^alpha``, ``(B, C, *spatial)``, for the pass's ``(T - P)^2 D^2``.
+def _distance_maps(p: Prepared, input: torch.Tensor, alpha: float):
+    """``(D, Dp)``, each ``(B, C, *spatial)`` or None, with ``D^2 + Dp^2 = dp^alpha + dt^alpha`` for the pass's
+    ``(T - P)^2 (D^2 + Dp^2)``.
 
     ``dt`` / ``dp`` are MONAI's distance fields of ``T > 0.5`` / ``P > 0.5``: ``EDT(m) + EDT(~m)``, each voxel's
     distance to the nearest voxel on the other side of the mask's boundary, and 0 everywhere for an empty or a full
     mask; that is the absolute value of fastgsl's ``"edt"`` signed map with ``fill="zero"``.  All masks of the batch,
-    prediction and target, go to one EDT call.  The two powers are added in float32 as MONAI adds them, and the
-    pass gets their sum as one map (its second map ``Dp`` stays unused).  Excluded channel 0 gets zeros."""
+    prediction and target, go to one EDT call; an excluded channel 0 is left empty (its field is 0, its sums are
+    dropped), which costs less than assembling the maps afterwards.
+
+    In float32 ``D = dt^(alpha/2)`` and ``Dp = dp^(alpha/2)``; for ``alpha = 2`` these are the fields themselves and
+    the pass's ``D*D + Dp*Dp`` is MONAI's float32 ``dp**2 + dt**2`` bit for bit.  For float64 inputs MONAI still
+    adds the powers in float32, so that sum is formed here and ``D`` is its square root in float64 (``Dp`` None)."""
     first, C, B = p.first, input.shape[1], input.shape[0]
     with torch.no_grad():
         if p.act == "softmax":
@@ -26,25 +31,26 @@ def _distance_weight(p: Prepared, input: torch.Tensor, alpha: float) -> torch.Te
             prob = torch.sigmoid(input)
         else:
             prob = p.x
-        pred = prob[:, first:] > 0.5
+        masks = torch.zeros((2 * B,) + tuple(input.shape[1:]), dtype=torch.bool, device=input.device)
+        torch.gt(prob[:, first:], 0.5, out=masks[:B, first:])
         if p.is_labels:
             classes = torch.arange(first, C, device=input.device).view((1, -1) + (1,) * p.spatial_dims)
-            true = p.target.unsqueeze(1) == classes
+            torch.eq(p.target.unsqueeze(1), classes, out=masks[B:, first:])
         else:
-            true = p.target[:, first:] > 0.5
-        field = signed_distance(torch.cat([pred, true]), None, spatial_dims=p.spatial_dims, convention="edt",
-                                fill="zero").abs_()
+            torch.gt(p.target[:, first:], 0.5, out=masks[B:, first:])
+        field = signed_distance(masks, None, spatial_dims=p.spatial_dims, convention="edt", fill="zero").abs_()
+        del masks
         if not p.target_dtype.is_floating_point:
             # MONAI writes the target's field into a tensor of the target's dtype: an integer one-hot target
             # truncates its distances
             field[B:] = field[B:].to(p.target_dtype).float()
-        if alpha != 1:
-            field.pow_(alpha)
-        w = field[:B].add_(field[B:])
-        w = w.to(torch.float64 if input.dtype == torch.float64 else torch.float32).sqrt_()
-        if first:
-            w = torch.cat([w.new_zeros((B, first) + w.shape[2:]), w], 1)
-        return w
+        if input.dtype == torch.float64:
+            if alpha != 1:
+                field.pow_(alpha)
+            return field[:B].add_(field[B:]).double().sqrt_(), None
+        if alpha != 2:
+            field.pow_(alpha / 2)
+        return field[B:], field[:B]
 
 
 class HausdorffDTLoss(_monai_hd.HausdorffDTLoss):
@@ -52,7 +58,7 @@ class HausdorffDTLoss(_monai_hd.HausdorffDTLoss):
 
     Two-sided, per (item, included channel), or per channel with ``batch=True`` (the mean then runs over the batch
     too): ``f = mean_i (P_i - T_i)^2 (dp_i^alpha + dt_i^alpha)``, where ``dp`` / ``dt`` are the unsigned distance
-    fields of ``P > 0.5`` and ``T > 0.5`` (see ``_distance_weight``), recomputed every call and constant for the
+    fields of ``P > 0.5`` and ``T > 0.5`` (see ``_distance_maps``), recomputed every call and constant for the
     gradient, as in MONAI.  Then ``reduction`` (``"none"``: ``(B, C', 1, ...)``, or ``(1, C', 1, ...)`` with
     ``batch``).  The fields of the whole batch (prediction and target together) are one call to fastgsl's exact
     EDT on the input's device; the loss and its gradient are one statistics pass and one gradient pass.
@@ -66,8 +72,8 @@ class HausdorffDTLoss(_monai_hd.HausdorffDTLoss):
             raise RuntimeError("HausdorffDTLoss: a bool target is not supported (MONAI's loss fails on it too: it "
                                "subtracts the target from the input); pass a float one-hot target")
         answered()
-        d = _distance_weight(p, input, float(self.alpha))
-        s = st.stats(p.x, p.target, p.act, {st.HAUS}, dtm=d)[:, p.first:, st.HAUS]
+        d, dp = _distance_maps(p, input, float(self.alpha))
+        s = st.stats(p.x, p.target, p.act, {st.HAUS}, dtm=d, dtm_pred=dp)[:, p.first:, st.HAUS]
         n = p.num_voxels
         f = s.sum(0, keepdim=True) / (n * s.shape[0]) if self.batch else s / n
         return reduce(f, self.reduction, p.spatial_dims)
