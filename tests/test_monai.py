@@ -142,6 +142,7 @@ DICE_CASES = [
     (dict(softmax=True, to_onehot_y=True, include_background=False), 2, 1, (7, 9), "onehot"),  # 3 warnings
     (dict(softmax=True, to_onehot_y=True, include_background=False, batch=True), 2, 3, (7, 7), "background"),
     (dict(sigmoid=True, to_onehot_y=True, squared_pred=True), 2, 3, (5, 7, 9), "background"),
+    (dict(softmax=True, to_onehot_y=True, reduction="none"), 3, 3, (17,), "labels"),  # 1-D, as MONAI accepts
 ]
 
 
@@ -196,6 +197,7 @@ DICE_CE_CASES = [
     (dict(softmax=True, to_onehot_y=True), 2, 1, (9, 7), "onehot"),  # single channel: warnings, raw Dice
     (dict(other_act=torch.sigmoid, to_onehot_y=True, reduction="sum"), 2, 2, (9, 7), "labels"),
     (dict(to_onehot_y=True, lambda_dice=0.0), 2, 3, (6, 7, 5), "labels"),
+    (dict(softmax=True, to_onehot_y=True), 3, 2, (19,), "labels"),  # 1-D
 ]
 
 

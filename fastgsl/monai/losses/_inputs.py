@@ -62,8 +62,9 @@ def prepare(loss, input: torch.Tensor, target: torch.Tensor, shape_message: str 
                         f"{type(target).__name__}")
     if not input.dtype.is_floating_point:
         raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
-    if input.ndim not in (4, 5):
-        raise ValueError(f"fastgsl supports 2-D and 3-D inputs (B, C, H, W[, D]), got shape {tuple(input.shape)}")
+    if input.ndim < 3:
+        raise ValueError(f"input must be (B, C, *spatial) with at least one spatial dimension, got shape "
+                         f"{tuple(input.shape)}")
     x, act = activation(loss, input)
     C = input.shape[1]
     labels = None

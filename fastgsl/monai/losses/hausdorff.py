@@ -17,8 +17,7 @@ def _distance_maps(p: Prepared, input: torch.Tensor, alpha: float):
     ``dt`` / ``dp`` are MONAI's distance fields of ``T > 0.5`` / ``P > 0.5``: ``EDT(m) + EDT(~m)``, each voxel's
     distance to the nearest voxel on the other side of the mask's boundary, and 0 everywhere for an empty or a full
     mask; that is the absolute value of fastgsl's ``"edt"`` signed map with ``fill="zero"``.  All masks of the batch,
-    prediction and target, go to one EDT call; an excluded channel 0 is left empty (its field is 0, its sums are
-    dropped), which costs less than assembling the maps afterwards.
+    prediction and target, go to one EDT call; an excluded channel 0 gets no EDT, only zeros (its sums are dropped).
 
     In float32 ``D = dt^(alpha/2)`` and ``Dp = dp^(alpha/2)``; for ``alpha = 2`` these are the fields themselves and
     the pass's ``D*D + Dp*Dp`` is MONAI's float32 ``dp**2 + dt**2`` bit for bit.  For float64 inputs MONAI still
@@ -31,15 +30,17 @@ def _distance_maps(p: Prepared, input: torch.Tensor, alpha: float):
             prob = torch.sigmoid(input)
         else:
             prob = p.x
-        masks = torch.zeros((2 * B,) + tuple(input.shape[1:]), dtype=torch.bool, device=input.device)
-        torch.gt(prob[:, first:], 0.5, out=masks[:B, first:])
+        masks = torch.empty((2 * B, C - first) + tuple(input.shape[2:]), dtype=torch.bool, device=input.device)
+        torch.gt(prob[:, first:], 0.5, out=masks[:B])
         if p.is_labels:
             classes = torch.arange(first, C, device=input.device).view((1, -1) + (1,) * p.spatial_dims)
-            torch.eq(p.target.unsqueeze(1), classes, out=masks[B:, first:])
+            torch.eq(p.target.unsqueeze(1), classes, out=masks[B:])
         else:
-            torch.gt(p.target[:, first:], 0.5, out=masks[B:, first:])
+            torch.gt(p.target[:, first:], 0.5, out=masks[B:])
         field = signed_distance(masks, None, spatial_dims=p.spatial_dims, convention="edt", fill="zero").abs_()
         del masks
+        if first:  # the pass reads maps of every channel; channel 0's stats are dropped, so zeros will do
+            field = torch.cat([field.new_zeros((2 * B, first) + field.shape[2:]), field], 1)
         if not p.target_dtype.is_floating_point:
             # MONAI writes the target's field into a tensor of the target's dtype: an integer one-hot target
             # truncates its distances
