@@ -14,7 +14,7 @@ sources on first use (or the package falls back to scipy / PyTorch with a warnin
 import importlib.util
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 _HERE = Path(__file__).resolve().parent
@@ -66,8 +66,7 @@ class _OptionalBuildExt(build_ext):
 
 if __name__ == "__main__":
     setup(
-        packages=["fastgsl", "fastgsl.losses", "fastgsl.ops", "fastgsl.ops.voxel_stats", "fastgsl.metrics",
-                  "fastgsl.train", "fastgsl.kernels"],
+        packages=find_packages(include=["fastgsl", "fastgsl.*"]) + ["fastgsl.kernels"],
         package_dir={"fastgsl": "fastgsl", "fastgsl.kernels": "kernels"},
         package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"]},
         ext_modules=host_extensions(),

@@ -1,0 +1,55 @@
+"""What the metric drop-ins share: MONAI's spacing rules, masks and empty-mask warnings, and the fallback."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from monai.metrics.utils import prepare_spacing
+
+
+def spacing_rows(spacing, batch: int, spatial_dims: int) -> np.ndarray:
+    """MONAI's ``prepare_spacing`` (same accepted forms, same errors) as a ``(B, spatial_dims)`` array."""
+    rows = []
+    for s in prepare_spacing(spacing=spacing, batch_size=batch, img_dim=spatial_dims):
+        if s is None:
+            rows.append([1.0] * spatial_dims)
+        elif isinstance(s, (int, float)):
+            rows.append([float(s)] * spatial_dims)
+        else:
+            rows.append([float(v) for v in s])
+    return np.asarray(rows, dtype=np.float64).reshape(batch, spatial_dims)
+
+
+def foreground(x: torch.Tensor) -> torch.Tensor:
+    """MONAI's ``get_mask_edges`` reading of a mask: a bool tensor as it is, any other as ``x == 1``."""
+    return x if x.dtype == torch.bool else x == 1
+
+
+def present(m: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` bool: the mask has a foreground voxel (equivalently, MONAI finds an edge)."""
+    return m.flatten(2).any(-1)
+
+
+def warn_empty(p_any: torch.Tensor, t_any: torch.Tensor, label, skip=lambda c: False) -> None:
+    """MONAI's warnings for empty masks, in MONAI's order: per (item, class), ground truth first.
+
+    ``label(c)`` is the class index MONAI names for output column ``c``; ``skip(c)`` mirrors ``warn_empty=False``."""
+    empty = ~(p_any & t_any)
+    if not bool(empty.any()):
+        return
+    p_any, t_any = p_any.cpu(), t_any.cpu()
+    for b, c in torch.nonzero(empty.cpu()).tolist():
+        if skip(c):
+            continue
+        if not t_any[b, c]:
+            warnings.warn(f"the ground truth of class {label(c)} is all 0, this may result in nan/inf distance.",
+                          stacklevel=4)
+        if not p_any[b, c]:
+            warnings.warn(f"the prediction of class {label(c)} is all 0, this may result in nan/inf distance.",
+                          stacklevel=4)
+
+
+def check_percentile(percentile) -> None:
+    if percentile and not 0 <= percentile <= 100:
+        raise ValueError(f"percentile should be a value between 0 and 100, get {percentile}.")
