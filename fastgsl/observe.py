@@ -17,11 +17,13 @@ made once, at trace time, and a side effect there would break the graph).
 
 Operations and their engines:
 
-=================  ==================================================================
-``voxel_stats``    ``"native"`` (C++ host passes), ``"torch"`` (chunked PyTorch passes), ``"triton"``
-``edt``            ``"cupy"``, ``"host"`` (the C++ build of ``kernels/edt_kernel.cu``), ``"scipy"``
-``metric_distances``  ``"sparse"`` (k-d tree of ``fastgsl.ops.nearest``), ``"dense"`` (EDT)
-=================  ==================================================================
+======================  =============================================================================
+``voxel_stats``         ``"native"`` (C++ host passes), ``"torch"`` (chunked PyTorch passes), ``"triton"``
+``edt``                 ``"cupy"``, ``"host"`` (the C++ build of ``kernels/edt_kernel.cu``), ``"scipy"``
+``metric_distances``    ``"sparse"`` (k-d tree of ``fastgsl.ops.nearest``), ``"dense"`` (EDT)
+``monai``               ``"fastgsl"`` (a ``fastgsl.monai`` class computed by fastgsl), ``"monai"``
+                        (MONAI's own code, for an argument fastgsl does not reproduce)
+======================  =============================================================================
 """
 from __future__ import annotations
 
