@@ -134,6 +134,16 @@ def test_layout_detected_from_dataset_json(tmp_path):
     assert info.layout == "nnunetv2" and info.modalities == ["T2", "ADC"] and len(info.entries) == 4
     assert [p.name for p in info.entries[0][1]] == ["prostate_00_0000.nii.gz", "prostate_00_0001.nii.gz"]
     assert info.labels == {0: "background", 1: "peripheral zone", 2: "transition zone"} and info.regions is None
+    # nnU-Net's optional explicit file list, here naming the files of another folder
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    meta = json.loads((tmp_path / "nnu" / "dataset.json").read_text())
+    meta["dataset"] = {"p0": {"images": [f"../nnu/imagesTr/prostate_03_000{c}.nii.gz" for c in (0, 1)],
+                              "label": "../nnu/labelsTr/prostate_03.nii.gz"}}
+    meta["numTraining"] = 1
+    (listed / "dataset.json").write_text(json.dumps(meta))
+    one = layouts.read_dataset(listed)
+    assert [e[0] for e in one.entries] == ["p0"] and layouts.load_case(one, 0).image.shape == (2,) + SHAPE
     for meta, match in (({"labels": {}}, "neither an MSD"), ({"modality": {}, "channel_names": {}}, "both")):
         d = tmp_path / match.split()[0]
         d.mkdir()

@@ -1,12 +1,12 @@
-"""The training configuration and its two presets.
+"""The training configuration and its presets.
 
 ``cpu`` (the default, the README's main job): the built-in liver data, Dice-CE, BL and GSL with the linear
 schedule, sized to finish in about ten minutes on two CPU cores - small patches, a narrow network, fold 0
 of 2 (12 held-out cases); measured 6.8 min on the development machine.  ``smoke``: a check, in seconds, that a
 dataset goes through training, evaluation and the report (Dice-CE and GSL, 2 epochs of 2 steps, a 16x16x8 patch,
-filters 4 to 16); its numbers mean nothing.  ``paper``: the paper's section 2.4 setting - patch 128^3 (BraTS) or 256x256x128 (LiTS), batch
-2, Adam 3e-4, seed 42, five folds, nnU-Net's 32-320 filters, 250 iterations per epoch (nnU-Net's default; the
-paper leaves the epoch count at its code's default), for GPUs.
+filters 4 to 16); its numbers mean nothing.  ``paper``: the paper's section 2.4 setting - patch 128^3 (BraTS, and
+any dataset but LiTS) or 256x256x128 (LiTS), batch 2, Adam 3e-4, seed 42, five folds, nnU-Net's 32-320 filters,
+250 iterations per epoch (nnU-Net's default; the paper leaves the epoch count at its code's default), for GPUs.
 """
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ def preset(name: str, task: str | None = "liver") -> dict:
         return {"losses": ["dice_ce", "gsl"], "num_cases": 4, "epochs": 2, "iters_per_epoch": 2,
                 "patch_size": [16, 16, 8], "filters": 4, "max_filters": 16, "val_every": 1, "sw_batch_size": 64}
     if name == "paper":
-        return {"patch_size": list(PAPER_PATCH["liver" if task == "liver" else "tumour"]), "folds": 5, "fold_ids": None, "filters": 32,
+        return {"patch_size": list(PAPER_PATCH["liver" if task == "liver" else "tumour"]), "folds": 5,
+                "fold_ids": None, "filters": 32,
                 "max_filters": 320, "iters_per_epoch": 250, "epochs": 1000, "val_every": 50,
                 "deep_supervision": True, "amp": "bf16", "workers": 8, "num_cases": 100, "sw_batch_size": 2,
                 "losses": ["dl", "dice_ce", "gdl", "hl", "bl", "gsl"]}

@@ -222,7 +222,8 @@ def _scan_nnunet(root: Path, ending: str, channels: int) -> list:
         if extra:
             raise ValueError(f"case {case}: {images / f'{case}_{extra[0]:04d}{ending}'} is channel {extra[0]} but "
                              f"dataset.json's channel_names lists {channels} channel(s)")
-        entries.append((case, [images / f"{case}_{c:04d}{ending}" for c in range(channels)], labels / f"{case}{ending}"))
+        files = [images / f"{case}_{c:04d}{ending}" for c in range(channels)]
+        entries.append((case, files, labels / f"{case}{ending}"))
     cases = set(found)
     for f in sorted(labels.iterdir()):
         if f.name.endswith(ending) and f.name[:-len(ending)] not in cases:
