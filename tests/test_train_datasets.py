@@ -340,6 +340,15 @@ def test_bad_nnunet_cases_stop_with_the_case_and_file_named(tmp_path, what):
         preprocess_dataset(root, None, tmp_path / "cache")
 
 
+def test_the_command_line_prints_a_data_error_without_training(tmp_path, capsys):
+    root = _multimodal(tmp_path / "Dataset005_Prostate")
+    (root / "labelsTr" / "prostate_02.nii.gz").unlink()
+    assert main(["--data", str(root), "--out", str(tmp_path / "run"), *SMOKE]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: case prostate_02: missing file") and "prostate_02.nii.gz" in err
+    assert not (tmp_path / "run" / "results.csv").exists()
+
+
 def test_bad_msd_cases_stop_with_the_case_and_file_named(tmp_path):
     root = _brain_tissue_msd(tmp_path / "m")
     (root / "imagesTr" / "b1.nii.gz").unlink()

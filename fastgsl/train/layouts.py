@@ -33,6 +33,11 @@ import numpy as np
 LAYOUTS = ("msd", "nnunetv2")
 
 
+class DatasetError(ValueError):
+    """A dataset folder, its ``dataset.json`` or one of its cases is not what training needs (the message says
+    what, naming the case and the file); ``python -m fastgsl.train`` prints it without a traceback."""
+
+
 @dataclass
 class RawCase:
     """One training case as stored: ``image (C, *sp)`` float32, ``label (*sp)`` int, spacing per axis in mm."""
@@ -85,9 +90,9 @@ def _channels(mapping, path: Path, key: str) -> list:
     try:
         order = sorted(mapping, key=int)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: {key} must map channel numbers '0', '1', ... to names, got {mapping!r}")
+        raise DatasetError(f"{path}: {key} must map channel numbers '0', '1', ... to names, got {mapping!r}")
     if [int(k) for k in order] != list(range(len(order))) or not order:
-        raise ValueError(f"{path}: {key} must number the channels 0, 1, ..., {len(order) - 1}, got {sorted(mapping)}")
+        raise DatasetError(f"{path}: {key} must number the channels 0, 1, ..., {len(order) - 1}, got {sorted(mapping)}")
     return [str(mapping[k]) for k in order]
 
 
@@ -95,13 +100,13 @@ def detect_layout(meta: dict, path: Path) -> str:
     """``"msd"`` or ``"nnunetv2"`` from the keys of a ``dataset.json``."""
     msd, nnu = "modality" in meta, "channel_names" in meta
     if msd and nnu:
-        raise ValueError(f"{path} has both 'modality' (MSD) and 'channel_names' (nnU-Net v2): cannot tell the "
+        raise DatasetError(f"{path} has both 'modality' (MSD) and 'channel_names' (nnU-Net v2): cannot tell the "
                          "layout")
     if nnu:
         return "nnunetv2"
     if msd:
         return "msd"
-    raise ValueError(f"{path} is neither an MSD dataset.json (needs 'modality', 'labels', 'training') nor an "
+    raise DatasetError(f"{path} is neither an MSD dataset.json (needs 'modality', 'labels', 'training') nor an "
                      "nnU-Net v2 one (needs 'channel_names', 'labels', 'numTraining', 'file_ending')")
 
 
@@ -115,21 +120,21 @@ def read_dataset(root) -> DatasetInfo:
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+        raise DatasetError(f"{path} is not valid JSON: {e}") from e
     layout = detect_layout(meta, path)
     info = _read_msd(root, meta, path) if layout == "msd" else _read_nnunet(root, meta, path)
     if not info.entries:
-        raise ValueError(f"{path} lists no training cases")
+        raise DatasetError(f"{path} lists no training cases")
     names = [e[0] for e in info.entries]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"{path}: case names {dup} appear more than once")
+        raise DatasetError(f"{path}: case names {dup} appear more than once")
     for name, images, label in info.entries:
         for f in [*images, label]:
             if not f.is_file():
                 raise FileNotFoundError(f"case {name}: missing file {f}")
     if "numTraining" in meta and int(meta["numTraining"]) != len(info.entries):
-        raise ValueError(f"{path}: numTraining is {meta['numTraining']} but {len(info.entries)} training cases "
+        raise DatasetError(f"{path}: numTraining is {meta['numTraining']} but {len(info.entries)} training cases "
                          "were found")
     info.generated = "fastgsl_generator" in meta
     return info
@@ -138,17 +143,17 @@ def read_dataset(root) -> DatasetInfo:
 def _read_msd(root: Path, meta: dict, path: Path) -> DatasetInfo:
     for key in ("modality", "labels", "training"):
         if key not in meta:
-            raise ValueError(f"{path} has no {key!r} entry (an MSD dataset.json needs modality, labels, training)")
+            raise DatasetError(f"{path} has no {key!r} entry (an MSD dataset.json needs modality, labels, training)")
     modalities = _channels(meta["modality"], path, "modality")
     try:
         labels = {int(k): str(v) for k, v in meta["labels"].items()}
     except (TypeError, ValueError, AttributeError):
-        raise ValueError(f"{path}: MSD labels map values to names ({{'0': 'background', '1': ...}}), got "
+        raise DatasetError(f"{path}: MSD labels map values to names ({{'0': 'background', '1': ...}}), got "
                          f"{meta['labels']!r}")
     entries = []
     for item in meta["training"]:
         if not isinstance(item, dict) or "image" not in item or "label" not in item:
-            raise ValueError(f"{path}: every 'training' entry needs 'image' and 'label', got {item!r}")
+            raise DatasetError(f"{path}: every 'training' entry needs 'image' and 'label', got {item!r}")
         name = Path(item["image"]).name
         name = name[:-7] if name.endswith(".nii.gz") else Path(name).stem
         entries.append((name, [root / item["image"]], root / item["label"]))
@@ -158,7 +163,7 @@ def _read_msd(root: Path, meta: dict, path: Path) -> DatasetInfo:
 def _read_nnunet(root: Path, meta: dict, path: Path) -> DatasetInfo:
     for key in ("channel_names", "labels", "file_ending"):
         if key not in meta:
-            raise ValueError(f"{path} has no {key!r} entry (an nnU-Net v2 dataset.json needs channel_names, labels, "
+            raise DatasetError(f"{path} has no {key!r} entry (an nnU-Net v2 dataset.json needs channel_names, labels, "
                              "numTraining, file_ending)")
     modalities = _channels(meta["channel_names"], path, "channel_names")
     ending = str(meta["file_ending"])
@@ -166,12 +171,12 @@ def _read_nnunet(root: Path, meta: dict, path: Path) -> DatasetInfo:
     for name, value in meta["labels"].items():
         if name == "ignore":
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{path}: the ignore label must be one integer, got {value!r}")
+                raise DatasetError(f"{path}: the ignore label must be one integer, got {value!r}")
             ignore = value
             continue
         values = value if isinstance(value, (list, tuple)) else [value]
         if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise ValueError(f"{path}: label {name!r} must be an integer or a list of integers, got {value!r}")
+            raise DatasetError(f"{path}: label {name!r} must be an integer or a list of integers, got {value!r}")
         if isinstance(value, (list, tuple)) and len(values) > 1:
             regions.append((name, tuple(values)))
         elif values[0] == 0:
@@ -180,14 +185,14 @@ def _read_nnunet(root: Path, meta: dict, path: Path) -> DatasetInfo:
             regions.append((name, (values[0],)))
             labels.setdefault(values[0], name)
     if 0 not in labels:
-        raise ValueError(f"{path}: nnU-Net labels need a background entry with value 0, got {meta['labels']!r}")
+        raise DatasetError(f"{path}: nnU-Net labels need a background entry with value 0, got {meta['labels']!r}")
     order = meta.get("regions_class_order")
     has_regions = any(len(v) > 1 for _, v in regions)
     if has_regions or order is not None:
         if order is None:
-            raise ValueError(f"{path}: labels define regions (lists of values) but there is no regions_class_order")
+            raise DatasetError(f"{path}: labels define regions (lists of values) but there is no regions_class_order")
         if len(order) != len(regions):
-            raise ValueError(f"{path}: regions_class_order has {len(order)} entries for {len(regions)} regions")
+            raise DatasetError(f"{path}: regions_class_order has {len(order)} entries for {len(regions)} regions")
         for _, vals in regions:
             for v in vals:
                 labels.setdefault(v, f"label {v}")
@@ -213,14 +218,14 @@ def _scan_nnunet(root: Path, ending: str, channels: int) -> list:
         m = pattern.match(f.name)
         if m is None:
             if f.name.endswith(ending):
-                raise ValueError(f"{f}: an nnU-Net v2 image is named <case>_<4-digit channel>{ending}")
+                raise DatasetError(f"{f}: an nnU-Net v2 image is named <case>_<4-digit channel>{ending}")
             continue
         found.setdefault(m.group(1), []).append(int(m.group(2)))
     entries = []
     for case, chans in found.items():
         extra = sorted(c for c in chans if c >= channels)
         if extra:
-            raise ValueError(f"case {case}: {images / f'{case}_{extra[0]:04d}{ending}'} is channel {extra[0]} but "
+            raise DatasetError(f"case {case}: {images / f'{case}_{extra[0]:04d}{ending}'} is channel {extra[0]} but "
                              f"dataset.json's channel_names lists {channels} channel(s)")
         files = [images / f"{case}_{c:04d}{ending}" for c in range(channels)]
         entries.append((case, files, labels / f"{case}{ending}"))
@@ -244,7 +249,7 @@ def read_image(path: Path) -> tuple:
     import SimpleITK as sitk
     img = sitk.ReadImage(str(path))
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: {img.GetNumberOfComponentsPerPixel()} components per pixel; store one channel "
+        raise DatasetError(f"{path}: {img.GetNumberOfComponentsPerPixel()} components per pixel; store one channel "
                          "per file")
     arr = sitk.GetArrayFromImage(img)
     return np.ascontiguousarray(arr.transpose(tuple(range(arr.ndim))[::-1])), tuple(float(s) for s in img.GetSpacing())
@@ -252,7 +257,7 @@ def read_image(path: Path) -> tuple:
 
 def _refuse_2d(name: str, path: Path, shape) -> None:
     if len(shape) != 3 or min(shape) == 1:
-        raise ValueError(f"case {name}: {path} has spatial shape {tuple(shape)}: a 2-D dataset is not supported "
+        raise DatasetError(f"case {name}: {path} has spatial shape {tuple(shape)}: a 2-D dataset is not supported "
                          "(the training script trains a 3-D U-Net and computes 3-D surface distances)")
 
 
@@ -268,10 +273,10 @@ def load_case(info: DatasetInfo, index: int) -> RawCase:
         elif image.ndim in (2, 3):
             image = image[None]
         else:
-            raise ValueError(f"case {name}: {img_path} has shape {image.shape}; expected 3-D (X, Y, Z) or 4-D "
+            raise DatasetError(f"case {name}: {img_path} has shape {image.shape}; expected 3-D (X, Y, Z) or 4-D "
                              "(X, Y, Z, modality)")
         if image.shape[0] != n:
-            raise ValueError(f"case {name}: {img_path} has {image.shape[0]} channel(s) but dataset.json lists {n} "
+            raise DatasetError(f"case {name}: {img_path} has {image.shape[0]} channel(s) but dataset.json lists {n} "
                              f"modalities {info.modalities}")
         _refuse_2d(name, img_path, image.shape[1:])
     else:
@@ -280,30 +285,30 @@ def load_case(info: DatasetInfo, index: int) -> RawCase:
             arr, sp = read_image(p)
             _refuse_2d(name, p, arr.shape)
             if chans and arr.shape != chans[0].shape:
-                raise ValueError(f"case {name}: {p} has shape {arr.shape} but {img_paths[0]} has {chans[0].shape}")
+                raise DatasetError(f"case {name}: {p} has shape {arr.shape} but {img_paths[0]} has {chans[0].shape}")
             if spacing is not None and not np.allclose(sp, spacing, rtol=1e-3):
-                raise ValueError(f"case {name}: {p} has spacing {sp} but {img_paths[0]} has {spacing}")
+                raise DatasetError(f"case {name}: {p} has spacing {sp} but {img_paths[0]} has {spacing}")
             chans.append(arr)
             spacing = sp if spacing is None else spacing
         image = np.stack(chans)
     image = image.astype(np.float32)
     label, lspacing = read_image(lab_path)
     if label.shape != image.shape[1:]:
-        raise ValueError(f"case {name}: label {lab_path} has shape {label.shape} but the image has {image.shape[1:]}")
+        raise DatasetError(f"case {name}: label {lab_path} has shape {label.shape} but the image has {image.shape[1:]}")
     if not np.allclose(spacing, lspacing, rtol=1e-3):
-        raise ValueError(f"case {name}: label {lab_path} has spacing {lspacing} but the image has {spacing}")
+        raise DatasetError(f"case {name}: label {lab_path} has spacing {lspacing} but the image has {spacing}")
     if np.issubdtype(label.dtype, np.floating):
         if not np.all(np.isfinite(label)) or not np.array_equal(label, np.rint(label)):
-            raise ValueError(f"case {name}: label {lab_path} holds non-integer values")
+            raise DatasetError(f"case {name}: label {lab_path} holds non-integer values")
     label = label.astype(np.int64)
     present = set(np.unique(label).tolist())
     unknown = present - info.label_values
     if unknown:
-        raise ValueError(f"case {name}: label {lab_path} holds values {sorted(unknown)} that dataset.json's labels "
+        raise DatasetError(f"case {name}: label {lab_path} holds values {sorted(unknown)} that dataset.json's labels "
                          f"do not list ({sorted(info.label_values)})")
     if not present - {0, info.ignore_label}:
-        raise ValueError(f"case {name}: label {lab_path} is empty (background only): a training case needs "
+        raise DatasetError(f"case {name}: label {lab_path} is empty (background only): a training case needs "
                          "foreground")
     if label.max() > np.iinfo(np.int16).max or label.min() < np.iinfo(np.int16).min:
-        raise ValueError(f"case {name}: label {lab_path} holds values outside int16")
+        raise DatasetError(f"case {name}: label {lab_path} holds values outside int16")
     return RawCase(name, image, label.astype(np.int16), tuple(float(s) for s in spacing))

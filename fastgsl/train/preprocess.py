@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fastgsl.train.layouts import DatasetInfo, RawCase, is_ct_channel
+from fastgsl.train.layouts import DatasetError, DatasetInfo, RawCase, is_ct_channel
 
 REGION_NAMES = ("Whole Tumor", "Tumor Core", "Enhancing Tumor")
 TASKS = ("liver", "tumour", "multiclass", "regions")
@@ -100,7 +100,7 @@ def region_label_values(labels: dict) -> list:
     """``[WT values, TC values, ET values]`` from a ``{value: name}`` label table (see the module docstring)."""
     tumour, edema, enhancing = _brats_parts(labels)
     if len(edema) != 1 or len(enhancing) != 1:
-        raise ValueError("cannot find the edema and enhancing-tumour labels in dataset.json's labels "
+        raise DatasetError("cannot find the edema and enhancing-tumour labels in dataset.json's labels "
                          f"{labels}; expected names like 'edema' and 'enhancing tumour'")
     return [sorted(tumour), sorted(v for v in tumour if v != edema[0]), enhancing]
 
@@ -118,17 +118,17 @@ def task_spec(info: DatasetInfo, task: str | None = None, binary: bool = False) 
     ET regions from the label names), ``"multiclass"`` or ``"regions"``.
     """
     if task is not None and task not in TASKS:
-        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+        raise DatasetError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
     if binary and task not in (None, "liver"):
-        raise ValueError(f"--binary contradicts --task {task}")
+        raise DatasetError(f"--binary contradicts --task {task}")
     where = info.root / "dataset.json"
     if info.ignore_label is not None:
-        raise ValueError(f"{where} declares an ignore label ({info.ignore_label}): the losses have no mask for "
+        raise DatasetError(f"{where} declares an ignore label ({info.ignore_label}): the losses have no mask for "
                          "unannotated voxels, so partially annotated datasets are not supported")
     c = len(info.modalities)
     fg = sorted(v for v in info.labels if v != 0)
     if not fg:
-        raise ValueError(f"{where}: labels {info.labels} have no foreground label")
+        raise DatasetError(f"{where}: labels {info.labels} have no foreground label")
     if binary or task == "liver":
         liver = task == "liver"
         name = "Liver" if liver else (info.labels[fg[0]] if len(fg) == 1 else "Foreground")
@@ -136,7 +136,7 @@ def task_spec(info: DatasetInfo, task: str | None = None, binary: bool = False) 
                         "LiTS" if liver else None)
     if info.regions is not None:
         if task in ("multiclass", "tumour"):
-            raise ValueError(f"{where} defines regions {[n for n, _ in info.regions]} (nnU-Net regions); "
+            raise DatasetError(f"{where} defines regions {[n for n, _ in info.regions]} (nnU-Net regions); "
                              f"--task {task} cannot use them: leave --task out, or use --task regions / --binary")
         names = tuple(n for n, _ in info.regions)
         brats = _is_brats_regions(names)
@@ -145,7 +145,7 @@ def task_spec(info: DatasetInfo, task: str | None = None, binary: bool = False) 
     _, edema, enhancing = _brats_parts(info.labels)
     if task in ("tumour", "regions") or (task is None and (edema or enhancing)):
         if task is None and (len(edema) != 1 or len(enhancing) != 1):
-            raise ValueError(f"{where}: labels {info.labels} name some BraTS tumour parts but not one edema and one "
+            raise DatasetError(f"{where}: labels {info.labels} name some BraTS tumour parts but not one edema and one "
                              "enhancing-tumour label, so it is unclear whether to train the WT / TC / ET regions or "
                              "the labels as classes: pass --task tumour (after fixing the names) or --task "
                              "multiclass")
@@ -209,7 +209,7 @@ def ct_stats(cases: list, channel: int = 0, max_fg_samples: int = 10000, seed: i
         samples.append(fg)
     fg = np.concatenate(samples) if samples else np.zeros(0)
     if fg.size == 0:
-        raise ValueError("no foreground voxels in the training labels: cannot compute the CT window")
+        raise DatasetError("no foreground voxels in the training labels: cannot compute the CT window")
     lo, hi = np.percentile(fg, [0.5, 99.5])
     clipped = np.clip(fg, lo, hi)
     return CTStats((float(lo), float(hi)), float(clipped.mean()), float(max(clipped.std(), 1e-8)))
@@ -219,7 +219,7 @@ def nonzero_box(case: RawCase) -> tuple:
     """Slices of the bounding box of the voxels non-zero in any channel or labelled."""
     nz = np.any(case.image != 0, axis=0) | (case.label != 0)
     if not nz.any():
-        raise ValueError(f"case {case.name}: the image is zero everywhere")
+        raise DatasetError(f"case {case.name}: the image is zero everywhere")
     out = []
     for ax in range(nz.ndim):
         other = tuple(a for a in range(nz.ndim) if a != ax)
