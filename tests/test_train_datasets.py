@@ -276,6 +276,51 @@ def test_multimodal_ct_and_mr_channels_normalised_each_by_its_modality_sitk_read
         assert abs(c.image[1].mean()) < 1e-5 and abs(c.image[1].std() - 1) < 1e-4
 
 
+def test_nnunet_normalisation_schemes_by_channel_name():
+    rng = np.random.default_rng(9)
+    image = np.stack([rng.uniform(3, 9, SHAPE), rng.uniform(-2, 5, SHAPE), rng.integers(0, 256, SHAPE),
+                      rng.normal(7, 2, SHAPE)]).astype(np.float32)
+    raw = [layouts.RawCase("x", image, (image[3] > 8).astype(np.int16), (1.0, 1.0, 1.0))]
+    names = ["noNorm", "Rescale_To_0_1", "rgb_to_0_1", "zscore"]
+    plan = preprocess.plan_dataset(raw, names)
+    assert plan.schemes == ("nonorm", "rescale_to_0_1", "rgb_to_0_1", "zscore") and plan.ct == {}
+    assert preprocess.scheme("ADC") == "zscore" and preprocess.scheme("ct") == "ct"
+    out = preprocess.normalise(image, plan)
+    np.testing.assert_array_equal(out[0], image[0])
+    assert out[1].min() == 0 and out[1].max() == pytest.approx(1)
+    np.testing.assert_allclose(out[2], image[2] / 255, rtol=1e-6)
+    np.testing.assert_allclose(out[3], (image[3] - image[3].mean()) / image[3].std(), rtol=1e-4, atol=1e-5)
+    bad = image.copy()
+    bad[2, 0, 0, 0] = 300
+    with pytest.raises(layouts.DatasetError, match="case x: channel 2 is rgb_to_0_1"):
+        preprocess.normalise(bad, plan, "x")
+
+
+def test_normalisation_equals_nnunetv2_where_installed():
+    """The same numbers as nnunetv2's own normalisation classes (checked with nnunetv2 2.8.1)."""
+    schemes = pytest.importorskip("nnunetv2.preprocessing.normalization.default_normalization_schemes",
+                                  reason="nnunetv2 is not installed (not in the test extra: it brings a large dependency stack)")
+    from scipy.ndimage import binary_fill_holes
+    rng = np.random.default_rng(10)
+    g = np.meshgrid(*[np.linspace(-1, 1, n) for n in (23, 19, 17)], indexing="ij")
+    ball = sum(x ** 2 for x in g) < 0.5
+    img = np.stack([np.where(ball, rng.uniform(1, 5, ball.shape), 0),
+                    np.where(ball, rng.normal(100, 20, ball.shape), 0)]).astype(np.float32)
+    lab = (ball & (g[0] > 0)).astype(np.int16)
+    plan = preprocess.plan_dataset([layouts.RawCase("a", img, lab, (1.0, 1.0, 1.0))], ["T1", "T2"])
+    assert plan.nonzero_mask
+    ours = preprocess.normalise(img, plan)
+    seg = np.where(binary_fill_holes(np.any(img != 0, 0)), lab, -1)
+    for c in range(2):
+        theirs = schemes.ZScoreNormalization(use_mask_for_norm=True, intensityproperties={}).run(img[c].copy(), seg)
+        np.testing.assert_array_equal(ours[c], theirs)
+    ct = rng.normal(50, 80, ball.shape).astype(np.float32)
+    stats = preprocess.CTStats((-17.0, 201.0), 60.0, 45.0)
+    ours = preprocess.normalise(ct[None], preprocess.Plan((1.0,) * 3, ("ct",), {0: stats}, False))[0]
+    props = {"mean": 60.0, "std": 45.0, "percentile_00_5": -17.0, "percentile_99_5": 201.0}
+    np.testing.assert_array_equal(ours, schemes.CTNormalization(intensityproperties=props).run(ct.copy()))
+
+
 def test_nonzero_mask_only_when_the_dataset_is_cropped_to_nonzero():
     rng = np.random.default_rng(6)
     full, label = _tissue(rng, 1)

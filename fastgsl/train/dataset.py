@@ -69,17 +69,23 @@ def preprocess_dataset(folder: Path, task: str | None, cache_dir, binary: bool =
     raw = [layouts.load_case(info, i) for i in range(len(names))]
     plan = preprocess.plan_dataset(raw, info.modalities)
     log.info("plan: target spacing %s mm; %s", tuple(round(s, 3) for s in plan.target_spacing),
-             "; ".join(f"channel {k} ({m}): " + (
-                 "CT window [{:.1f}, {:.1f}], foreground mean {:.1f} std {:.1f}".format(
-                     *plan.ct[k].window, plan.ct[k].mean, plan.ct[k].std) if k in plan.ct else
-                 "z-score per case" + (" over the non-zero region" if plan.nonzero_mask else ""))
-                 for k, m in enumerate(info.modalities)))
+             "; ".join(f"channel {k} ({m}): " + _describe(plan, k) for k, m in enumerate(info.modalities)))
     cases = [preprocess.preprocess_case(r, plan, spec) for r in raw]
     cache.mkdir(parents=True, exist_ok=True)
     for c in cases:
         np.savez(cache / f"{c.name}.npz", image=c.image, target=c.target, spacing=np.asarray(c.spacing))
     done.write_text(json.dumps({"cases": names, "source": str(folder)}))
     return spec, cases
+
+
+def _describe(plan, k: int) -> str:
+    how = plan.schemes[k]
+    if how == "ct":
+        s = plan.ct[k]
+        return "CT window [{:.1f}, {:.1f}], foreground mean {:.1f} std {:.1f}".format(*s.window, s.mean, s.std)
+    if how == "zscore":
+        return "z-score per case" + (" over the non-zero region" if plan.nonzero_mask else "")
+    return how
 
 
 def make_folds(num_cases: int, folds: int, seed: int) -> list:

@@ -83,7 +83,7 @@ class DatasetInfo:
 
 def is_ct_channel(name: str) -> bool:
     """nnU-Net's rule: a channel named CT (any case) gets the CT normalisation."""
-    return str(name).strip().upper() == "CT"
+    return str(name).strip().casefold() == "ct"
 
 
 def _channels(mapping, path: Path, key: str) -> list:

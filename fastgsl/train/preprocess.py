@@ -15,17 +15,19 @@ Per case, in this order:
     1. Crop to the bounding box of the voxels non-zero in any channel or labelled (nnU-Net crops every dataset
        to non-zero; CT, whose air is -1000, keeps its whole box).
     2. Resample to the dataset's target spacing: the median spacing per axis, the through-plane axis (largest
-       median) at its 90th percentile (the paper, following nnU-Net); images trilinearly, labels one value at a
+       median) at its 90th percentile (the paper's section 2.3; nnU-Net v2 itself keeps the median, or takes the
+       10th percentile of an axis much coarser than the others); images trilinearly, labels one value at a
        time, linearly, thresholded at 0.5 (nnU-Net's label resampling).  nnU-Net normalises before resampling;
        here normalisation comes after, so a CT window is applied to the resampled intensities.
-    3. Normalise each channel by its modality (nnU-Net's rule):
-       - **CT** (a channel named "CT"): clip at the 0.5 / 99.5 percentiles of the foreground (label > 0)
-         intensities over the whole dataset, then subtract their mean and divide by their std (the paper: "-17
-         to 201 HU" on LiTS).  The mean and std are those of the clipped foreground; nnU-Net's fingerprint takes
-         them unclipped.
-       - **any other modality**: z-score per case; over the non-zero region (any channel non-zero, holes filled;
-         zero outside) when the dataset is cropped to non-zero, as BraTS is: nnU-Net's rule, cropping shrinks
-         the median case by at least a quarter.
+    3. Normalise each channel by its name in ``dataset.json``, as nnU-Net v2 does (``channel_names`` /
+       ``modality``, compared case-insensitively; nnunetv2 2.x, ``preprocessing/normalization``):
+       - **CT**: clip at the 0.5 / 99.5 percentiles of the foreground (label > 0) intensities over the whole
+         dataset, then subtract their mean and divide by their std (the paper: "-17 to 201 HU" on LiTS).  The
+         mean and std are those of the clipped foreground; nnU-Net's fingerprint takes them unclipped.
+       - **noNorm**: unchanged; **rescale_to_0_1**: per case to [0, 1]; **rgb_to_0_1**: divided by 255.
+       - **any other name** (zscore, T1, MRI, ...): z-score per case; over the non-zero region (any channel
+         non-zero, holes filled; zero outside) when the dataset is cropped to non-zero, as BraTS is: nnU-Net's
+         rule, cropping shrinks the median case by at least a quarter.
     4. Map the labels to the task's target: class indices ``0..C-1`` (softmax) or one mask per region.
 
 The dataset statistics use every case listed in ``dataset.json`` (nnU-Net's dataset fingerprint), so they do not
@@ -40,7 +42,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fastgsl.train.layouts import DatasetError, DatasetInfo, RawCase, is_ct_channel
+from fastgsl.train.layouts import DatasetError, DatasetInfo, RawCase
+
+SCHEMES = ("ct", "nonorm", "zscore", "rescale_to_0_1", "rgb_to_0_1")   # nnU-Net v2's names; others are zscore
 
 REGION_NAMES = ("Whole Tumor", "Tumor Core", "Enhancing Tumor")
 TASKS = ("liver", "tumour", "multiclass", "regions")
@@ -183,9 +187,9 @@ class Plan:
     """Dataset-wide preprocessing parameters: target spacing, per-channel normalisation, non-zero masking."""
 
     target_spacing: tuple
-    modalities: tuple
+    schemes: tuple      # per channel, one of SCHEMES
     ct: dict            # channel index -> CTStats, for the CT channels
-    nonzero_mask: bool  # z-score the other channels over the non-zero region
+    nonzero_mask: bool  # z-score channels over the non-zero region
 
 
 def target_spacing(cases: list) -> tuple:
@@ -228,11 +232,18 @@ def nonzero_box(case: RawCase) -> tuple:
     return tuple(out)
 
 
+def scheme(channel_name: str) -> str:
+    """The normalisation of a channel from its name (module docstring, step 3)."""
+    name = str(channel_name).strip().casefold()
+    return name if name in SCHEMES else "zscore"
+
+
 def plan_dataset(cases: list, modalities) -> Plan:
     """The :class:`Plan` of a dataset from all its raw cases."""
-    ct = {k: ct_stats(cases, k) for k, m in enumerate(modalities) if is_ct_channel(m)}
+    schemes = tuple(scheme(m) for m in modalities)
+    ct = {k: ct_stats(cases, k) for k, s in enumerate(schemes) if s == "ct"}
     kept = [np.prod([s.stop - s.start for s in nonzero_box(c)]) / c.label.size for c in cases]
-    return Plan(target_spacing(cases), tuple(modalities), ct, bool(np.median(kept) < NONZERO_CROP_FRACTION))
+    return Plan(target_spacing(cases), schemes, ct, bool(np.median(kept) < NONZERO_CROP_FRACTION))
 
 
 # -- per case ---------------------------------------------------------------------------------------------------
@@ -258,16 +269,29 @@ def resample_case(case: RawCase, target_spacing) -> RawCase:
     return RawCase(case.name, image, label, tuple(float(t) for t in target_spacing))
 
 
-def normalise(image: np.ndarray, plan: Plan) -> np.ndarray:
-    """Each channel by its modality (module docstring, step 3)."""
+def normalise(image: np.ndarray, plan: Plan, name: str = "") -> np.ndarray:
+    """Each channel by its scheme (module docstring, step 3); ``name`` (the case) is for the error message."""
     out = np.zeros(image.shape, np.float32)
     mask = None
-    if plan.nonzero_mask:
+    if plan.nonzero_mask and "zscore" in plan.schemes:
         mask = ndimage.binary_fill_holes(np.any(image != 0, axis=0))
-    for c in range(image.shape[0]):
-        if c in plan.ct:
+    for c, how in enumerate(plan.schemes):
+        x = image[c]
+        if how == "ct":
             s = plan.ct[c]
-            out[c] = (np.clip(image[c], *s.window) - s.mean) / s.std
+            out[c] = (np.clip(x, *s.window) - s.mean) / s.std
+            continue
+        if how == "nonorm":
+            out[c] = x
+            continue
+        if how == "rescale_to_0_1":
+            out[c] = (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
+            continue
+        if how == "rgb_to_0_1":
+            if x.min() < 0 or x.max() > 255:
+                raise DatasetError(f"case {name}: channel {c} is rgb_to_0_1 but holds values outside [0, 255] "
+                                   f"({x.min()} to {x.max()})")
+            out[c] = x / 255.0
             continue
         region = mask if mask is not None else np.ones(image.shape[1:], bool)
         if region.any():
@@ -280,4 +304,4 @@ def preprocess_case(case: RawCase, plan: Plan, spec: TaskSpec) -> Case:
     box = nonzero_box(case)
     cropped = RawCase(case.name, case.image[(slice(None),) + box], case.label[box], case.spacing)
     r = resample_case(cropped, plan.target_spacing)
-    return Case(r.name, normalise(r.image, plan), make_target(r.label, spec), r.spacing)
+    return Case(r.name, normalise(r.image, plan, case.name), make_target(r.label, spec), r.spacing)
