@@ -227,6 +227,9 @@ def test_nnunet_regions_from_regions_class_order(tmp_path):
     (b / "dataset.json").write_text(json.dumps(meta))
     bs, _ = preprocess_dataset(b, None, tmp_path / "cache")
     assert bs.class_names == preprocess.REGION_NAMES and bs.paper == "BraTS"
+    assert preprocess_dataset(b, "tumour", tmp_path / "cache")[0] == bs
+    with pytest.raises(ValueError, match="--task tumour cannot use them"):
+        preprocess_dataset(root, "tumour", tmp_path / "cache")
     del meta["regions_class_order"]
     (b / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="no regions_class_order"):
@@ -299,7 +302,8 @@ def test_nnunet_normalisation_schemes_by_channel_name():
 def test_normalisation_equals_nnunetv2_where_installed():
     """The same numbers as nnunetv2's own normalisation classes (checked with nnunetv2 2.8.1)."""
     schemes = pytest.importorskip("nnunetv2.preprocessing.normalization.default_normalization_schemes",
-                                  reason="nnunetv2 is not installed (not in the test extra: it brings a large dependency stack)")
+                                  reason="nnunetv2 is not installed (not in the test extra: it brings a large "
+                                         "dependency stack)")
     from scipy.ndimage import binary_fill_holes
     rng = np.random.default_rng(10)
     g = np.meshgrid(*[np.linspace(-1, 1, n) for n in (23, 19, 17)], indexing="ij")

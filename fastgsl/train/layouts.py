@@ -101,13 +101,13 @@ def detect_layout(meta: dict, path: Path) -> str:
     msd, nnu = "modality" in meta, "channel_names" in meta
     if msd and nnu:
         raise DatasetError(f"{path} has both 'modality' (MSD) and 'channel_names' (nnU-Net v2): cannot tell the "
-                         "layout")
+                           "layout")
     if nnu:
         return "nnunetv2"
     if msd:
         return "msd"
     raise DatasetError(f"{path} is neither an MSD dataset.json (needs 'modality', 'labels', 'training') nor an "
-                     "nnU-Net v2 one (needs 'channel_names', 'labels', 'numTraining', 'file_ending')")
+                       "nnU-Net v2 one (needs 'channel_names', 'labels', 'numTraining', 'file_ending')")
 
 
 def read_dataset(root) -> DatasetInfo:
@@ -135,7 +135,7 @@ def read_dataset(root) -> DatasetInfo:
                 raise FileNotFoundError(f"case {name}: missing file {f}")
     if "numTraining" in meta and int(meta["numTraining"]) != len(info.entries):
         raise DatasetError(f"{path}: numTraining is {meta['numTraining']} but {len(info.entries)} training cases "
-                         "were found")
+                           "were found")
     info.generated = "fastgsl_generator" in meta
     return info
 
@@ -149,7 +149,7 @@ def _read_msd(root: Path, meta: dict, path: Path) -> DatasetInfo:
         labels = {int(k): str(v) for k, v in meta["labels"].items()}
     except (TypeError, ValueError, AttributeError):
         raise DatasetError(f"{path}: MSD labels map values to names ({{'0': 'background', '1': ...}}), got "
-                         f"{meta['labels']!r}")
+                           f"{meta['labels']!r}")
     entries = []
     for item in meta["training"]:
         if not isinstance(item, dict) or "image" not in item or "label" not in item:
@@ -164,7 +164,7 @@ def _read_nnunet(root: Path, meta: dict, path: Path) -> DatasetInfo:
     for key in ("channel_names", "labels", "file_ending"):
         if key not in meta:
             raise DatasetError(f"{path} has no {key!r} entry (an nnU-Net v2 dataset.json needs channel_names, labels, "
-                             "numTraining, file_ending)")
+                               "numTraining, file_ending)")
     modalities = _channels(meta["channel_names"], path, "channel_names")
     ending = str(meta["file_ending"])
     labels, regions, ignore = {}, [], None
@@ -226,7 +226,7 @@ def _scan_nnunet(root: Path, ending: str, channels: int) -> list:
         extra = sorted(c for c in chans if c >= channels)
         if extra:
             raise DatasetError(f"case {case}: {images / f'{case}_{extra[0]:04d}{ending}'} is channel {extra[0]} but "
-                             f"dataset.json's channel_names lists {channels} channel(s)")
+                               f"dataset.json's channel_names lists {channels} channel(s)")
         files = [images / f"{case}_{c:04d}{ending}" for c in range(channels)]
         entries.append((case, files, labels / f"{case}{ending}"))
     cases = set(found)
@@ -250,7 +250,7 @@ def read_image(path: Path) -> tuple:
     img = sitk.ReadImage(str(path))
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DatasetError(f"{path}: {img.GetNumberOfComponentsPerPixel()} components per pixel; store one channel "
-                         "per file")
+                           "per file")
     arr = sitk.GetArrayFromImage(img)
     return np.ascontiguousarray(arr.transpose(tuple(range(arr.ndim))[::-1])), tuple(float(s) for s in img.GetSpacing())
 
@@ -258,7 +258,7 @@ def read_image(path: Path) -> tuple:
 def _refuse_2d(name: str, path: Path, shape) -> None:
     if len(shape) != 3 or min(shape) == 1:
         raise DatasetError(f"case {name}: {path} has spatial shape {tuple(shape)}: a 2-D dataset is not supported "
-                         "(the training script trains a 3-D U-Net and computes 3-D surface distances)")
+                           "(the training script trains a 3-D U-Net and computes 3-D surface distances)")
 
 
 def load_case(info: DatasetInfo, index: int) -> RawCase:
@@ -274,10 +274,10 @@ def load_case(info: DatasetInfo, index: int) -> RawCase:
             image = image[None]
         else:
             raise DatasetError(f"case {name}: {img_path} has shape {image.shape}; expected 3-D (X, Y, Z) or 4-D "
-                             "(X, Y, Z, modality)")
+                               "(X, Y, Z, modality)")
         if image.shape[0] != n:
             raise DatasetError(f"case {name}: {img_path} has {image.shape[0]} channel(s) but dataset.json lists {n} "
-                             f"modalities {info.modalities}")
+                               f"modalities {info.modalities}")
         _refuse_2d(name, img_path, image.shape[1:])
     else:
         chans, spacing = [], None
@@ -305,10 +305,10 @@ def load_case(info: DatasetInfo, index: int) -> RawCase:
     unknown = present - info.label_values
     if unknown:
         raise DatasetError(f"case {name}: label {lab_path} holds values {sorted(unknown)} that dataset.json's labels "
-                         f"do not list ({sorted(info.label_values)})")
+                           f"do not list ({sorted(info.label_values)})")
     if not present - {0, info.ignore_label}:
         raise DatasetError(f"case {name}: label {lab_path} is empty (background only): a training case needs "
-                         "foreground")
+                           "foreground")
     if label.max() > np.iinfo(np.int16).max or label.min() < np.iinfo(np.int16).min:
         raise DatasetError(f"case {name}: label {lab_path} holds values outside int16")
     return RawCase(name, image, label.astype(np.int16), tuple(float(s) for s in spacing))

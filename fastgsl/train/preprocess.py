@@ -105,7 +105,7 @@ def region_label_values(labels: dict) -> list:
     tumour, edema, enhancing = _brats_parts(labels)
     if len(edema) != 1 or len(enhancing) != 1:
         raise DatasetError("cannot find the edema and enhancing-tumour labels in dataset.json's labels "
-                         f"{labels}; expected names like 'edema' and 'enhancing tumour'")
+                           f"{labels}; expected names like 'edema' and 'enhancing tumour'")
     return [sorted(tumour), sorted(v for v in tumour if v != edema[0]), enhancing]
 
 
@@ -128,7 +128,7 @@ def task_spec(info: DatasetInfo, task: str | None = None, binary: bool = False) 
     where = info.root / "dataset.json"
     if info.ignore_label is not None:
         raise DatasetError(f"{where} declares an ignore label ({info.ignore_label}): the losses have no mask for "
-                         "unannotated voxels, so partially annotated datasets are not supported")
+                           "unannotated voxels, so partially annotated datasets are not supported")
     c = len(info.modalities)
     fg = sorted(v for v in info.labels if v != 0)
     if not fg:
@@ -139,20 +139,20 @@ def task_spec(info: DatasetInfo, task: str | None = None, binary: bool = False) 
         return TaskSpec("labels", _display(info, "LiTS" if liver else None), (name,), c, (tuple(fg),),
                         "LiTS" if liver else None)
     if info.regions is not None:
-        if task in ("multiclass", "tumour"):
-            raise DatasetError(f"{where} defines regions {[n for n, _ in info.regions]} (nnU-Net regions); "
-                             f"--task {task} cannot use them: leave --task out, or use --task regions / --binary")
         names = tuple(n for n, _ in info.regions)
         brats = _is_brats_regions(names)
+        if task == "multiclass" or (task == "tumour" and not brats):
+            raise DatasetError(f"{where} defines regions {list(names)} (nnU-Net regions); --task {task} cannot use "
+                               "them: leave --task out, or use --task regions / --binary")
         return TaskSpec("regions", _display(info, "BraTS" if brats else None), REGION_NAMES if brats else names, c,
                         tuple(v for _, v in info.regions), "BraTS" if brats else None)
     _, edema, enhancing = _brats_parts(info.labels)
     if task in ("tumour", "regions") or (task is None and (edema or enhancing)):
         if task is None and (len(edema) != 1 or len(enhancing) != 1):
             raise DatasetError(f"{where}: labels {info.labels} name some BraTS tumour parts but not one edema and one "
-                             "enhancing-tumour label, so it is unclear whether to train the WT / TC / ET regions or "
-                             "the labels as classes: pass --task tumour (after fixing the names) or --task "
-                             "multiclass")
+                               "enhancing-tumour label, so it is unclear whether to train the WT / TC / ET regions or "
+                               "the labels as classes: pass --task tumour (after fixing the names) or --task "
+                               "multiclass")
         return TaskSpec("regions", _display(info, "BraTS"), REGION_NAMES, c,
                         tuple(tuple(v) for v in region_label_values(info.labels)), "BraTS")
     return TaskSpec("labels", _display(info, None), tuple(info.labels[v] for v in fg), c, tuple((v,) for v in fg))
