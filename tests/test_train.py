@@ -17,7 +17,7 @@ pytest.importorskip("monai", reason="the training script needs MONAI (the train 
 nib = pytest.importorskip("nibabel", reason="the MSD loader needs nibabel (the train extra)")
 pytest.importorskip("matplotlib", reason="the figures need matplotlib (the train extra)")
 
-from fastgsl.train import checkpoint, msd, preprocess  # noqa: E402
+from fastgsl.train import checkpoint, layouts, preprocess  # noqa: E402
 from fastgsl.train.__main__ import main  # noqa: E402
 from fastgsl.train.cli import parse_config  # noqa: E402
 from fastgsl.train.dataset import make_folds, preprocess_dataset  # noqa: E402
@@ -253,17 +253,23 @@ def test_msd_ct_resampling_window_and_zscore(tmp_path):
         img = rng.normal(40, 30, shape) + 60 * (lab > 0)
         cases.append((f"ct{i}", img.astype(np.float32), lab, sp))
     root = _msd(tmp_path / "Task03_Liver", cases, {"0": "CT"}, {"0": "background", "1": "liver", "2": "cancer"})
-    info = msd.read_dataset_json(root)
-    raw = [msd.load_case(info, i) for i in range(3)]
+    info = layouts.read_dataset(root)
+    assert info.layout == "msd"
+    raw = [layouts.load_case(info, i) for i in range(3)]
     assert raw[1].spacing == pytest.approx((0.7, 0.7, 5.0)) and raw[1].image.shape[0] == 1
-    plan = preprocess.plan_ct(raw)
+    plan = preprocess.plan_dataset(raw, info.modalities)
+    assert list(plan.ct) == [0] and not plan.nonzero_mask
+    ct = plan.ct[0]
     # median in-plane spacing, 90th percentile through-plane (numpy's linear percentile of 2, 3, 5)
     assert plan.target_spacing == pytest.approx((0.8, 0.8, np.percentile([2.0, 5.0, 3.0], 90)))
     fg = np.concatenate([r.image[0][r.label > 0] for r in raw])
-    assert plan.window == pytest.approx(tuple(np.percentile(fg, [0.5, 99.5])))
-    clipped = np.clip(fg, *plan.window)
-    assert plan.mean == pytest.approx(clipped.mean(), rel=1e-5) and plan.std == pytest.approx(clipped.std(), rel=1e-5)
-    spec, pre = preprocess_dataset(root, None, tmp_path / "cache")
+    assert ct.window == pytest.approx(tuple(np.percentile(fg, [0.5, 99.5])))
+    clipped = np.clip(fg, *ct.window)
+    assert ct.mean == pytest.approx(clipped.mean(), rel=1e-5) and ct.std == pytest.approx(clipped.std(), rel=1e-5)
+    # two labels and no --task: two classes, never silently the binary liver task
+    auto, _ = preprocess_dataset(root, None, tmp_path / "cache")
+    assert auto.kind == "labels" and auto.class_names == ("liver", "cancer") and auto.paper is None
+    spec, pre = preprocess_dataset(root, "liver", tmp_path / "cache")
     assert spec.kind == "labels" and spec.class_names == ("Liver",) and spec.out_channels == 2
     for r, c in zip(raw, pre):
         assert c.spacing == pytest.approx(plan.target_spacing)
@@ -274,10 +280,10 @@ def test_msd_ct_resampling_window_and_zscore(tmp_path):
         v_new = c.target.sum() * np.prod(c.spacing)
         assert abs(v_new - v_raw) / v_raw < 0.35
     allfg = np.concatenate([c.image[0][c.target > 0] for c in pre])
-    assert allfg.min() >= (plan.window[0] - plan.mean) / plan.std - 1e-5
-    assert allfg.max() <= (plan.window[1] - plan.mean) / plan.std + 1e-5
+    assert allfg.min() >= (ct.window[0] - ct.mean) / ct.std - 1e-5
+    assert allfg.max() <= (ct.window[1] - ct.mean) / ct.std + 1e-5
     # the cache is read back the same
-    _, again = preprocess_dataset(root, None, tmp_path / "cache")
+    _, again = preprocess_dataset(root, "liver", tmp_path / "cache")
     assert all(np.array_equal(a.image, b.image) and np.array_equal(a.target, b.target) for a, b in zip(pre, again))
 
 
@@ -311,13 +317,13 @@ def test_msd_mr_crop_zscore_nonzero_and_regions(tmp_path):
 
 def test_msd_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset.json"):
-        msd.read_dataset_json(tmp_path)
+        layouts.read_dataset(tmp_path)
     lab = np.zeros((6, 6, 6), np.uint8)
     lab[2, 2, 2] = 5
     root = _msd(tmp_path / "bad", [("x", np.ones((6, 6, 6), np.float32), lab, (1.0, 1.0, 1.0))], {"0": "CT"},
                 {"0": "background", "1": "liver"})
-    with pytest.raises(ValueError, match="not in dataset.json"):
-        msd.load_case(msd.read_dataset_json(root), 0)
+    with pytest.raises(ValueError, match="values \\[5\\] that dataset.json's labels do not list"):
+        layouts.load_case(layouts.read_dataset(root), 0)
     with pytest.raises(ValueError, match="edema"):
         preprocess.region_label_values({0: "background", 1: "liver"})
     with pytest.raises(ValueError, match="folds"):

@@ -12,7 +12,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = run_experiment(cfg)
+    from fastgsl.train.layouts import DatasetError
+    try:
+        result = run_experiment(cfg)
+    except (DatasetError, FileNotFoundError) as e:  # bad data: the message names the case and file
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if result.markdown:
         print()
         print(result.markdown)

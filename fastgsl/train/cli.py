@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from fastgsl.train.config import TrainConfig, preset
+from fastgsl.train.config import PRESETS, TrainConfig, preset
+from fastgsl.train.preprocess import TASKS
 
 
 def _list(text: str) -> list:
@@ -21,13 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "Dice-CE vs BL vs GSL, about ten minutes on two CPU cores.  DDP: launch with torchrun.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
     a = p.add_argument
-    a("--preset", choices=["cpu", "paper"], default="cpu", help="size of the run (flags below override it)")
+    a("--preset", choices=list(PRESETS), default="cpu",
+      help="size of the run (flags below override it); smoke: seconds, to check that a dataset goes through")
     a("--losses", nargs="+", help="any of dl dice_ce gdl hl bl gsl (space or comma separated)")
     a("--schedule", nargs="+", dest="schedules",
       help="alpha schedule(s) of the boundary losses: linear, step:H, cosine, constant:A; several give Table 2")
     a("--warmup", type=int, help="epochs with alpha held at 1 before the schedule (the authors' code: 5)")
-    a("--task", choices=["liver", "tumour"], help="liver: binary, CT (LiTS); tumour: WT/TC/ET regions, MR (BraTS)")
-    a("--data", help="'builtin' (generated on first use) or an MSD folder with dataset.json, imagesTr, labelsTr")
+    a("--task", choices=list(TASKS),
+      help="default: the built-in liver task, or what a --data folder defines (nnU-Net regions, BraTS label names: "
+           "regions; otherwise one softmax class per label). liver: the paper's binary LiTS task (every label > 0); "
+           "tumour: BraTS WT/TC/ET regions from the label names; multiclass; regions")
+    a("--binary", action="store_true", help="train foreground (every label > 0) against background")
+    a("--data", help="'builtin' (generated on first use) or a dataset folder in the MSD or nnU-Net v2 raw layout "
+                     "(dataset.json, imagesTr, labelsTr)")
     a("--data-dir", help="where the built-in data is generated")
     a("--num-cases", type=int, help="number of generated cases (built-in data)")
     a("--folds", type=int, help="k of the k-fold cross-validation")
@@ -58,7 +65,7 @@ def parse_config(argv=None) -> TrainConfig:
     args = vars(build_parser().parse_args(argv))
     name = args.pop("preset", "cpu")
     values = TrainConfig().as_dict()
-    values.update(preset(name, args.get("task", "liver")))
+    values.update(preset(name, args.get("task", "liver" if args.get("data", "builtin") == "builtin" else None)))
     if "losses" in args:
         args["losses"] = [x for t in args["losses"] for x in _list(t)]
     if "schedules" in args:

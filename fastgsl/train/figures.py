@@ -3,7 +3,8 @@
 Figures 3 / 4 show, left to right, the ground truth and each loss's prediction on an easy, a medium and a hard
 test case.  Here difficulty is the mean Dice over all losses shown (best, median and worst case), and the
 slice is the one with the most ground truth (``fastgsl.train.evaluate.preview_slice``).  Regions are drawn
-nested, WT green, TC yellow, ET red (the BraTS colours); a binary mask in red.
+nested, WT green, TC yellow, ET red (the BraTS colours); a binary mask in red; more classes in the ``tab10``
+colours, any number of them.
 """
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ import numpy as np
 from fastgsl.train.objectives import LOSS_LABELS
 
 COLOURS = [(0.9, 0.1, 0.1), (0.1, 0.8, 0.2), (1.0, 0.85, 0.1), (0.9, 0.1, 0.1)]
+
+
+def mask_colours(n: int) -> list:
+    """One RGB colour per mask: red for a single one, the BraTS green / yellow / red for up to three (drawn in
+    order, so nested regions stay visible), matplotlib's ``tab10`` cycle beyond."""
+    if n == 1:
+        return [COLOURS[0]]
+    if n <= 3:
+        return COLOURS[1:1 + n]
+    from matplotlib import colormaps
+    cmap = colormaps["tab10"]
+    return [tuple(cmap(k % 10)[:3]) for k in range(n)]
 
 
 def _pyplot():
@@ -27,8 +40,7 @@ def _overlay(ax, image: np.ndarray, masks: np.ndarray, title: str | None = None)
     lo, hi = np.percentile(image, [1, 99])
     ax.imshow(np.rot90(image), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
     rgba = np.zeros(masks.shape[1:] + (4,))
-    colours = [COLOURS[0]] if masks.shape[0] == 1 else COLOURS[1:]
-    for m, col in zip(masks, colours):
+    for m, col in zip(masks, mask_colours(masks.shape[0])):
         rgba[m.astype(bool)] = (*col, 0.45)
     ax.imshow(np.rot90(rgba))
     ax.set_xticks([])
@@ -65,7 +77,7 @@ def prediction_figure(path: Path, previews: dict, rows: list, spec) -> list:
             d = np.mean([r["dice"] for r in rows if r["case"] == case and r["loss"] == k])
             _overlay(axes[i, j + 1], image, previews[k][case][2], None)
             axes[i, j + 1].set_title((LOSS_LABELS.get(k, k) + "\n" if i == 0 else "") + f"Dice {d:.3f}", fontsize=9)
-    fig.suptitle(f"Ground truth and predictions ({spec.dataset}-like, " + ", ".join(spec.class_names) + ")",
+    fig.suptitle(f"Ground truth and predictions ({spec.dataset}, " + ", ".join(spec.class_names) + ")",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -160,21 +160,24 @@ def build_markdown(rows: list, spec, *, title: str, notes: list) -> tuple:
     classes = spec.class_names
     t1 = table1_rows(rows)
     md = [f"# {title}", "", *notes, "", "## Table 1 layout: mean (std) per loss", "",
-          markdown_table(t1, spec.dataset + "-like", classes), ""]
+          markdown_table(t1, spec.dataset, classes), ""]
     gsl_schedules = {r["schedule"] for r in rows if r["loss"] == "gsl"}
     if len(gsl_schedules) > 1:
         t2 = [r for r in rows if r["loss"] == "gsl"]
         md += ["## Table 2 layout: GSL per alpha schedule", "",
-               markdown_table(t2, spec.dataset + "-like", classes, key="schedule", key_title="Schedule"), ""]
-    md += ["## Beside the paper's Table 1", "",
-           f"Published numbers: {paper.CITATION}, Table 1 ({spec.dataset}, nnU-Net, 5-fold CV). They are for the "
-           "real dataset; ours are for the data named above, so only the direction of the differences is "
-           "comparable.", "",
-           comparison_block(t1, spec.dataset, classes, paper.TABLE1, "loss", "Loss"), ""]
-    if len(gsl_schedules) > 1:
-        md += [f"## Beside the paper's Table 2 ({paper.CITATION}, Table 2)", "",
-               comparison_block([r for r in rows if r["loss"] == "gsl"], spec.dataset, classes, paper.TABLE2,
-                                "schedule", "Schedule"), ""]
-    vs = verdicts(rows, spec.dataset, classes)
+               markdown_table(t2, spec.dataset, classes, key="schedule", key_title="Schedule"), ""]
+    if spec.paper is not None:
+        md += ["## Beside the paper's Table 1", "",
+               f"Published numbers: {paper.CITATION}, Table 1 ({spec.paper}, nnU-Net, 5-fold CV). They are for the "
+               "real dataset; ours are for the data named above, so only the direction of the differences is "
+               "comparable.", "",
+               comparison_block(t1, spec.paper, classes, paper.TABLE1, "loss", "Loss"), ""]
+        if len(gsl_schedules) > 1:
+            md += [f"## Beside the paper's Table 2 ({paper.CITATION}, Table 2)", "",
+                   comparison_block([r for r in rows if r["loss"] == "gsl"], spec.paper, classes, paper.TABLE2,
+                                    "schedule", "Schedule"), ""]
+    else:
+        md += ["The paper publishes no numbers for this task, so there is no comparison with its tables.", ""]
+    vs = verdicts(rows, spec.paper, classes)
     md += ["## Verdicts on the paper's claims (from the measured means)", "", verdict_block(vs), ""]
     return "\n".join(md), vs

@@ -81,7 +81,7 @@ def run_experiment(cfg: TrainConfig) -> ExperimentResult:
         for turn in ("main", "others"):
             if (turn == "main") == ctx.is_main:
                 folder = ds.resolve_data(cfg.data, cfg.task, cfg.data_dir, cfg.num_cases)
-                spec, cases = ds.preprocess_dataset(folder, cfg.task, out / "preprocessed")
+                spec, cases = ds.preprocess_dataset(folder, cfg.task, out / "preprocessed", cfg.binary)
             ctx.barrier()
         cases = [pad_case(c, cfg.patch_size) for c in cases]
         folds = ds.make_folds(len(cases), cfg.folds, cfg.seed)
@@ -104,7 +104,8 @@ def run_experiment(cfg: TrainConfig) -> ExperimentResult:
         md, vs = "", []
         if ctx.is_main:
             report.write_csv(out / "results.csv", rows)
-            notes = [f"Data: {'built-in generated ' + cfg.task + ' task' if cfg.data == 'builtin' else cfg.data}; "
+            data = f"built-in generated {cfg.task or 'liver'} task" if cfg.data == "builtin" else cfg.data
+            notes = [f"Data: {data}; "
                      f"{len({(r['fold'], r['case']) for r in rows})} held-out cases over fold(s) "
                      f"{sorted({r['fold'] for r in rows})} of {cfg.folds}; {cfg.epochs} epochs x "
                      f"{cfg.iters_per_epoch} iterations, batch {cfg.batch_size}, patch "
