@@ -120,7 +120,8 @@ def assert_close(ours, ref, **kw):
 # ---------------------------------------------------------------------------------------------------------------
 # exact percentile by selection
 
-def test_segment_quantile_equals_linear_quantile():
+@pytest.mark.parametrize("method", ["select", "radix"])
+def test_segment_quantile_equals_linear_quantile(method):
     rng = np.random.default_rng(0)
     counts = [1, 2, 7, 0, 50, 333, 1000, 3]
     vals = []
@@ -132,7 +133,9 @@ def test_segment_quantile_equals_linear_quantile():
     counts += [777, 200]
     flat = torch.from_numpy(np.concatenate(vals).astype(np.float32))
     for q in (0.0, 0.05, 0.5, 0.95, 0.999, 1.0, float(rng.uniform())):
-        ours = segment_quantile(flat, torch.tensor(counts), q)
+        ours = segment_quantile(flat, torch.tensor(counts), q, method=method)
+        other = segment_quantile(flat, torch.tensor(counts), q, method={"select": "radix", "radix": "select"}[method])
+        torch.testing.assert_close(ours, other, rtol=0, atol=0, equal_nan=True)  # both exact: the same bits
         for s, v in enumerate(vals):
             v32 = v.astype(np.float32).astype(np.float64)
             if len(v) == 0:
@@ -144,9 +147,15 @@ def test_segment_quantile_equals_linear_quantile():
             assert ours[s].item() == pytest.approx(ref_torch, rel=1e-12, abs=1e-12)
 
 
-def test_segment_quantile_handles_inf_and_single_values():
+def test_segment_quantile_refuses_an_unknown_method():
+    with pytest.raises(ValueError, match="method"):
+        segment_quantile(torch.ones(3), torch.tensor([3]), 0.5, method="sort")
+
+
+@pytest.mark.parametrize("method", ["select", "radix"])
+def test_segment_quantile_handles_inf_and_single_values(method):
     vals = torch.tensor([float("inf"), 2.0, float("inf"), 0.0, 5.0, 5.0, 5.0])
-    out = segment_quantile(vals, torch.tensor([1, 2, 1, 3]), 0.95)
+    out = segment_quantile(vals, torch.tensor([1, 2, 1, 3]), 0.95, method=method)
     assert math.isinf(out[0]) and out[2] == 0.0 and out[3] == 5.0
     assert math.isinf(out[1])  # 2 + 0.95 * (inf - 2)
 

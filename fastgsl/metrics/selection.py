@@ -1,4 +1,5 @@
-"""Exact per-segment quantiles without a sort: a batched radix selection on the float bits."""
+"""Exact per-segment quantiles without a global sort: per-segment selection on the CPU, a batched radix selection
+on the float bits on other devices."""
 from __future__ import annotations
 
 import torch
@@ -8,15 +9,21 @@ _DIGITS = ((20, 11), (10, 10), (0, 10))
 
 
 def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
-                     seg: torch.Tensor | None = None) -> torch.Tensor:
+                     seg: torch.Tensor | None = None, *, method: str | None = None) -> torch.Tensor:
     """Linear-interpolated ``q``-quantile (numpy's default ``method="linear"``) of each of consecutive segments of
     ``values`` (non-negative float32, +inf allowed), segment ``s`` holding ``counts[s]`` values.  Returns float64
     per segment, nan for empty segments.  ``seg`` (optional) is the segment index of every value.
 
-    No sort: the ``floor(r)``-th order statistic is found by a radix selection on the IEEE bits (monotone for
-    non-negative floats), 11 + 10 + 10 bits in three passes, the histograms counted with ``bincount`` (integer,
-    so deterministic on every device); the next order statistic is
-    either a tie (counted) or the segment minimum above it.  Exact and deterministic."""
+    No sort of the values.  The ``floor(r)``-th order statistic of each segment is found by
+
+    * ``method="select"`` (default on the CPU): ``torch.kthvalue`` on each segment's slice, a linear-time selection
+      (a Python loop over the segments, which are few: two per item and class);
+    * ``method="radix"`` (default elsewhere): a batched radix selection on the IEEE bits (monotone for non-negative
+      floats), 11 + 10 + 10 bits in three passes, the histograms counted with ``bincount`` (integer, so
+      deterministic on every device), with no per-segment loop;
+
+    and the next order statistic is either a tie (counted) or the segment minimum above it.  Both are exact, so
+    they return the same bits."""
     if values.dtype != torch.float32:
         raise TypeError(f"values must be float32, got {values.dtype}")
     if not 0.0 <= q <= 1.0:
@@ -32,8 +39,14 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
     rank = (counts - 1).clamp(min=0).to(torch.float64) * q
     k = rank.floor().to(torch.int64)
     w = rank - k.to(torch.float64)
-    bits = values.view(torch.int32).to(torch.int64)
-    v_lo = _radix_select(bits, seg, k, S).view(torch.float32)
+    if method is None:
+        method = "select" if dev.type == "cpu" else "radix"
+    if method == "select":
+        v_lo = _select(values, counts, k)
+    elif method == "radix":
+        v_lo = _radix_select(values.view(torch.int32).to(torch.int64), seg, k, S).view(torch.float32)
+    else:
+        raise ValueError(f"method must be 'select', 'radix' or None, got {method!r}")
     # next order statistic: equal to v_lo when v_lo is repeated past position k, else the smallest value above it
     le = values <= v_lo[seg]
     n_le = torch.bincount(seg[le], minlength=S)
@@ -44,6 +57,17 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
     lo, hi = v_lo.to(torch.float64), v_hi.to(torch.float64)
     interp = torch.where((w > 0) & (hi != lo), lo + w * (hi - lo), lo)
     return torch.where(counts > 0, interp, out)
+
+
+def _select(values: torch.Tensor, counts: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The ``k[s]``-th smallest (0-based) value of each consecutive segment (0 for an empty one), by selection."""
+    out = torch.zeros(counts.numel(), dtype=values.dtype, device=values.device)
+    start = 0
+    for s, (n, ks) in enumerate(zip(counts.tolist(), k.tolist())):
+        if n:
+            out[s] = torch.kthvalue(values[start:start + n], ks + 1).values
+        start += n
+    return out
 
 
 def _radix_select(bits: torch.Tensor, seg: torch.Tensor, k: torch.Tensor, S: int) -> torch.Tensor:
