@@ -34,40 +34,53 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
     out = torch.full((S,), float("nan"), dtype=torch.float64, device=dev)
     if S == 0 or values.numel() == 0:
         return out
-    if seg is None:
+    if method is None:
+        method = "select" if dev.type == "cpu" else "radix"
+    if seg is None and method != "select":
         seg = torch.repeat_interleave(torch.arange(S, device=dev), counts)
     rank = (counts - 1).clamp(min=0).to(torch.float64) * q
     k = rank.floor().to(torch.int64)
     w = rank - k.to(torch.float64)
-    if method is None:
-        method = "select" if dev.type == "cpu" else "radix"
     if method == "select":
-        v_lo = _select(values, counts, k)
+        v_lo, v_hi = _select(values, counts, k)
     elif method == "radix":
         v_lo = _radix_select(values.view(torch.int32).to(torch.int64), seg, k, S).view(torch.float32)
+        v_hi = _next_order_statistic(values, seg, k, v_lo, S)
     else:
         raise ValueError(f"method must be 'select', 'radix' or None, got {method!r}")
-    # next order statistic: equal to v_lo when v_lo is repeated past position k, else the smallest value above it
-    le = values <= v_lo[seg]
-    n_le = torch.bincount(seg[le], minlength=S)
-    above = torch.full((S,), float("inf"), dtype=torch.float32, device=dev)
-    gt = ~le
-    above = above.scatter_reduce(0, seg[gt], values[gt], reduce="amin", include_self=True)
-    v_hi = torch.where(n_le >= k + 2, v_lo, above)
     lo, hi = v_lo.to(torch.float64), v_hi.to(torch.float64)
     interp = torch.where((w > 0) & (hi != lo), lo + w * (hi - lo), lo)
     return torch.where(counts > 0, interp, out)
 
 
-def _select(values: torch.Tensor, counts: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The ``k[s]``-th smallest (0-based) value of each consecutive segment (0 for an empty one), by selection."""
-    out = torch.zeros(counts.numel(), dtype=values.dtype, device=values.device)
+def _select(values: torch.Tensor, counts: torch.Tensor, k: torch.Tensor):
+    """The ``k[s]``-th and ``k[s] + 1``-th smallest (0-based) values of each consecutive segment (0 for an empty
+    one; the second is +inf where the segment has no value past ``k[s]``), one segment slice at a time."""
+    lo = torch.zeros(counts.numel(), dtype=values.dtype, device=values.device)
+    hi = torch.full_like(lo, float("inf"))
     start = 0
     for s, (n, ks) in enumerate(zip(counts.tolist(), k.tolist())):
         if n:
-            out[s] = torch.kthvalue(values[start:start + n], ks + 1).values
+            v = values[start:start + n]
+            lo[s] = v_lo = torch.kthvalue(v, ks + 1).values
+            le = v <= v_lo
+            if int(le.sum()) >= ks + 2:  # v_lo repeats past position k
+                hi[s] = v_lo
+            elif n > ks + 1:
+                hi[s] = v[~le].min()
         start += n
-    return out
+    return lo, hi
+
+
+def _next_order_statistic(values, seg, k, v_lo, S):
+    """The ``k[s] + 1``-th smallest value per segment, given the ``k[s]``-th: equal to it when it is repeated past
+    position ``k[s]``, else the smallest value above it (+inf if none)."""
+    le = values <= v_lo[seg]
+    n_le = torch.bincount(seg[le], minlength=S)
+    above = torch.full((S,), float("inf"), dtype=torch.float32, device=values.device)
+    gt = ~le
+    above = above.scatter_reduce(0, seg[gt], values[gt], reduce="amin", include_self=True)
+    return torch.where(n_le >= k + 2, v_lo, above)
 
 
 def _radix_select(bits: torch.Tensor, seg: torch.Tensor, k: torch.Tensor, S: int) -> torch.Tensor:
