@@ -24,7 +24,7 @@ handled the same way (per case, the mean over seeds).
   a positive margin is a non-inferiority claim ("comparable": GSL at most ``margin`` worse).  With fewer than
   ``MIN_CASES`` = 6 cases the verdict is inconclusive whatever the interval: below 6 pairs even a result in the
   same direction on every case cannot reach p < 0.05 in the two-sided exact signed-rank test (the smallest p
-  with n pairs is 2 / 2^n), and a percentile bootstrap over so few values is far narrower than its nominal level.
+  with n pairs is 2 / 2^n), and a percentile bootstrap over so few values covers far less than its nominal 95%.
 """
 from __future__ import annotations
 
