@@ -466,7 +466,9 @@ def test_figure_and_table_for_five_classes(tmp_path):
     for n in names:
         assert f"| {n} | Dice-CE |" in md
     assert "| Dataset009_Five | a | Dice-CE |" in md and "publishes no numbers" in md
-    assert len(vs) == 15 and all(v["verdict"] == "not tested" and v["paper_verdict"] is None for v in vs)
+    # 5 classes x 3 claims against the one baseline; 3 cases are too few for a verdict; no published row
+    assert len(vs) == 15 and {v["class"] for v in vs} == set(names)
+    assert all(v["verdict"] == "inconclusive" and "only 3 case" in v["reason"] and v["paper"] == "-" for v in vs)
 
 
 # -- end to end: nnU-Net v2 datasets with `python -m fastgsl.train --data DIR --preset smoke` -------------------------

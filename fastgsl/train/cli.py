@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
     a = p.add_argument
     a("--preset", choices=list(PRESETS), default="cpu",
-      help="size of the run (flags below override it); smoke: seconds, to check that a dataset goes through")
+      help="size of the run (flags below override it); smoke: seconds, to check that a dataset goes through; "
+           "validate: the longer validation (about an hour on two CPU cores: more cases, 2 seeds, more epochs)")
     a("--losses", nargs="+", help="any of dl dice_ce gdl hl bl gsl (space or comma separated)")
     a("--schedule", nargs="+", dest="schedules",
       help="alpha schedule(s) of the boundary losses: linear, step:H, cosine, constant:A; several give Table 2")
@@ -44,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"))
     a("--batch-size", type=int, help="global batch, split over the DDP processes (paper: 2)")
     a("--lr", type=float, help="Adam learning rate (paper: 3e-4)")
-    a("--seed", type=int, help="paper: 42")
+    a("--seed", type=int, help="draws the fold split, and is the training seed without --seeds (paper: 42)")
+    a("--seeds", nargs="+", help="training seeds (e.g. 0,1): each trains every loss again on the same split; the "
+                                "statistics pair the losses per (seed, fold, case) and average each case over seeds")
     a("--dtm", choices=["on-the-fly", "precomputed"],
       help="DTM of each augmented patch computed by the loss, or of the whole volume, cropped")
     a("--deep-supervision", action="store_true", help="nnU-Net deep supervision")
@@ -76,6 +79,12 @@ def parse_config(argv=None) -> TrainConfig:
             args["fold_ids"] = None if ids == ["all"] else [int(x) for x in ids]
         except ValueError:
             raise SystemExit(f"--fold takes fold numbers or 'all', got {' '.join(ids)}")
+    if "seeds" in args:
+        text = [x for t in args["seeds"] for x in _list(t)]
+        try:
+            args["seeds"] = [int(x) for x in text]
+        except ValueError:
+            raise SystemExit(f"--seeds takes integers, got {' '.join(text)}")
     if "patch_size" in args:
         args["patch_size"] = list(args["patch_size"])
     values.update(args)

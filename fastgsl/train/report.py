@@ -1,13 +1,14 @@
-"""The results: per-case CSV, Table 1 / Table 2 in the paper's layout, the paper's rows beside ours, and a
-verdict on each of the paper's claims computed from the measured numbers.
+"""The results: per-case CSV, Table 1 / Table 2 in the paper's layout, the paper's rows beside ours, each loss's
+mean with a 95% bootstrap confidence interval, and a verdict on each of the paper's claims from the paired
+per-case differences.
 
-Means and standard deviations are over every evaluated case of every fold run (numpy's population std), as
-the paper reports them over its cross-validation predictions.  The claims checked (paper, Results and
-Discussion, Table 1): for each task, GSL's mean HD95 is lower than Dice-CE's and BL's; so is its mean ASD; and
-its mean Dice is within 0.01 of theirs (not more than 0.01 below the better of the two).  Each verdict is
-"supported" or "not supported" on the means, with a paired Wilcoxon signed-rank test per comparison (scipy)
-to say whether the difference is more than noise at this number of cases; "not tested" when a loss it needs
-was not run.  The same rule is applied to the paper's own Table 1 rows.
+Means and standard deviations of the Table 1 layout are over every evaluated row (every seed, fold and case;
+numpy's population std), as the paper reports them over its cross-validation predictions.  The intervals and the
+verdicts take the held-out case as the unit (``fastgsl.train.statistics``: per case, the mean over seeds).  The
+claims checked (paper, Results and Discussion): for each task class and each other loss of the run, GSL's HD95
+is lower, its ASD is lower, and its Dice is comparable - read here as at most ``DICE_MARGIN`` = 0.01 below.
+Each gets one verdict: supported, contradicted or inconclusive (``statistics.verdict``).  The paper publishes
+means only, so beside each verdict is whether the paper's own Table 1 means point the claim's way.
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fastgsl.train import paper
+from fastgsl.train import paper, statistics
 from fastgsl.train.objectives import LOSS_LABELS
 
 METRICS = ("dice", "hd95", "asd")
 HEADER = "| Dataset | Task | {key} | Dice [↑] | Hausdorff 95 (mm) [↓] | Avg. Surface (mm) [↓] |"
-CSV_FIELDS = ("loss", "schedule", "fold", "case", "class", "dice", "hd95", "asd")
+DICE_MARGIN = 0.01  # how far below is still "comparable Dice" (the paper gives no number)
+CSV_FIELDS = ("loss", "schedule", "seed", "fold", "case", "class", "dice", "hd95", "asd")
 
 
 def write_csv(path: Path, rows: list) -> None:
@@ -95,63 +97,88 @@ def comparison_block(rows: list, dataset: str, classes, table: dict, key: str, k
     return "\n".join(lines)
 
 
-def _paired_p(a: list, b: list) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired samples (nan when undefined)."""
-    from scipy.stats import wilcoxon
-    d = np.asarray(a, float) - np.asarray(b, float)
-    if d.size < 2 or not np.any(d != 0) or not np.all(np.isfinite(d)):
-        return math.nan
-    return float(wilcoxon(a, b).pvalue)
+CLAIMS = (("hd95", statistics.Claim("hd95", "lower"), "GSL's HD95 is lower than {b}'s"),
+          ("asd", statistics.Claim("asd", "lower"), "GSL's ASD is lower than {b}'s"),
+          ("dice", statistics.Claim("dice", "higher", DICE_MARGIN),
+           "GSL's Dice is comparable to {b}'s (at most " + f"{DICE_MARGIN:g}" + " below)"))
 
 
-def _claim(gsl: float, others: dict, metric: str) -> bool:
-    if metric == "dice":
-        return gsl >= max(others.values()) - 0.01
-    return all(gsl < v for v in others.values())
+def _fmt_ci(mean: float, ci: tuple) -> str:
+    def one(x):
+        if math.isnan(x) or x == 0:
+            return "nan" if math.isnan(x) else "0"
+        return f"{x:.2e}" if abs(x) < 1e-3 else f"{x:.4f}" if abs(x) < 10 else f"{x:.5g}"
+    return f"{one(mean)} [{one(ci[0])}, {one(ci[1])}]"
 
 
-CLAIMS = (("hd95", "GSL's HD95 is lower than Dice-CE's and BL's"),
-          ("asd", "GSL's ASD is lower than Dice-CE's and BL's"),
-          ("dice", "GSL's Dice is within 0.01 of Dice-CE's and BL's (at most 0.01 below the better)"))
+def _fmt_p(p: float, reason: str) -> str:
+    return f"n/a ({reason})" if math.isnan(p) else f"{p:.3g}"
+
+
+def ci_table(rows: list, classes, key: str = "loss") -> str:
+    """Per loss: the number of cases and each metric's mean over cases with its 95% bootstrap CI."""
+    lines = ["| Task | Loss | cases | Dice [↑] | Hausdorff 95 (mm) [↓] | Avg. Surface (mm) [↓] |",
+             "|---|---|---|---|---|---|"]
+    for c, groups in grouped(rows, classes, key).items():
+        for i, (k, rs) in enumerate(groups.items()):
+            cells = []
+            for m in METRICS:
+                v = list(statistics.per_case_means(rs, m).values())
+                cells.append(_fmt_ci(float(np.mean(v)), statistics.bootstrap_mean_ci(v)))
+            n = len(statistics.per_case_means(rs, METRICS[0]))
+            lines.append(f"| {c if i == 0 else ''} | {LOSS_LABELS.get(k, k)} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _paper_direction(published: dict, baseline: str, claim) -> str:
+    """What the paper's Table 1 means say for this comparison (the paper gives no per-case data, so no CI)."""
+    if "GSL" not in published or baseline not in published:
+        return "-"
+    j = 2 * METRICS.index(claim.metric)
+    g, b = published["GSL"][j], published[baseline][j]
+    sign = 1.0 if claim.better == "higher" else -1.0
+    agrees = sign * (g - b) > -claim.margin
+    return f"{g:.4g} vs {b:.4g} ({'agrees' if agrees else 'disagrees'})"
 
 
 def verdicts(rows: list, dataset: str, classes) -> list:
-    """One dict per (class, claim): ``claim``, ``verdict``, ``detail``, ``paper_verdict``."""
+    """One dict per (class, claim, baseline): ``class``, ``claim``, ``metric``, ``baseline``, ``n``, ``mean_diff``,
+    ``ci`` (of GSL minus baseline), ``p``, ``p_reason``, ``wins``, ``verdict``, ``reason``, ``paper``.
+
+    The baselines are every other loss of the run (Table 1 rows: boundary losses at their first schedule); the
+    claims are the paper's (Results and Discussion): GSL's HD95 and ASD are lower than each other loss's and its
+    Dice is comparable (at most ``DICE_MARGIN`` below).  ``fastgsl.train.statistics`` gives the pairing, the
+    interval, the test and the rule."""
     out = []
     for c, groups in grouped(table1_rows(rows), classes, "loss").items():
         published = paper.TABLE1.get((dataset, c), {})
-        for metric, text in CLAIMS:
-            pv = None
-            if all(k in published for k in ("GSL", "Dice-CE", "BL")):
-                j = 2 * METRICS.index(metric)
-                pv = _claim(published["GSL"][j], {k: published[k][j] for k in ("Dice-CE", "BL")}, metric)
-            entry = {"class": c, "claim": text, "paper_verdict": None if pv is None else
-                     ("supported" if pv else "not supported")}
-            missing = [k for k in ("gsl", "dice_ce", "bl") if k not in groups]
-            if missing:
-                entry.update(verdict="not tested", detail=f"needs --losses {' '.join(missing)}")
-                out.append(entry)
-                continue
-            key = lambda r: (r["fold"], r["case"])  # noqa: E731 - pair cases across losses
-            vals = {k: [r[metric] for r in sorted(groups[k], key=key)] for k in ("gsl", "dice_ce", "bl")}
-            means = {k: float(np.mean(v)) for k, v in vals.items()}
-            ok = _claim(means["gsl"], {"dice_ce": means["dice_ce"], "bl": means["bl"]}, metric)
-            parts = []
-            for k in ("dice_ce", "bl"):
-                p = _paired_p(vals["gsl"], vals[k])
-                wins = sum((g > o) if metric == "dice" else (g < o) for g, o in zip(vals["gsl"], vals[k]))
-                parts.append(f"GSL {means['gsl']:.4g} vs {LOSS_LABELS[k]} {means[k]:.4g} "
-                             f"(GSL better on {wins}/{len(vals['gsl'])} cases, Wilcoxon p={p:.3g})")
-            entry.update(verdict="supported" if ok else "not supported", detail="; ".join(parts))
-            out.append(entry)
+        if "gsl" not in groups:
+            continue
+        for metric, claim, text in CLAIMS:
+            for b in (k for k in groups if k != "gsl"):
+                label = LOSS_LABELS.get(b, b)
+                d = statistics.paired_differences(groups["gsl"], groups[b], metric)
+                v = list(d.values())
+                ci = statistics.bootstrap_mean_ci(v)
+                p, why = statistics.wilcoxon_p(v)
+                sign = 1.0 if claim.better == "higher" else -1.0
+                verdict, reason = statistics.verdict(claim, ci, len(v))
+                out.append({"class": c, "claim": text.format(b=label), "metric": metric, "baseline": label,
+                            "n": len(v), "mean_diff": float(np.mean(v)) if v else math.nan, "ci": ci, "p": p,
+                            "p_reason": why, "wins": int(sum(sign * x > 0 for x in v)), "verdict": verdict,
+                            "reason": reason, "paper": _paper_direction(published, label, claim)})
     return out
 
 
-def verdict_block(vs: list) -> str:
-    lines = []
+def verdict_table(vs: list) -> str:
+    """The paired comparisons: GSL minus baseline per case, its 95% CI, the Wilcoxon p-value and the verdict."""
+    lines = ["| Task | Claim | cases | GSL − baseline [95% CI] | GSL better on | Wilcoxon p | verdict | "
+             "paper's means (GSL vs baseline) |",
+             "|---|---|---|---|---|---|---|---|"]
     for v in vs:
-        paper_part = f" [paper's own Table 1: {v['paper_verdict']}]" if v["paper_verdict"] else ""
-        lines.append(f"- **{v['class']}: {v['claim']}: {v['verdict'].upper()}**{paper_part}  \n  {v['detail']}")
+        lines.append(f"| {v['class']} | {v['claim']} | {v['n']} | {_fmt_ci(v['mean_diff'], v['ci'])} | "
+                     f"{v['wins']}/{v['n']} | {_fmt_p(v['p'], v['p_reason'])} | **{v['verdict']}** "
+                     f"({v['reason']}) | {v['paper']} |")
     return "\n".join(lines)
 
 
@@ -178,6 +205,14 @@ def build_markdown(rows: list, spec, *, title: str, notes: list) -> tuple:
                                     "schedule", "Schedule"), ""]
     else:
         md += ["The paper publishes no numbers for this task, so there is no comparison with its tables.", ""]
+    md += [f"## Mean per loss with its 95% bootstrap CI over cases ({statistics.N_RESAMPLES} resamples)", "",
+           ci_table(t1, classes), ""]
     vs = verdicts(rows, spec.paper, classes)
-    md += ["## Verdicts on the paper's claims (from the measured means)", "", verdict_block(vs), ""]
+    md += ["## Verdicts on the paper's claims: paired per-case differences", "",
+           f"GSL minus each baseline per held-out case, paired per (seed, fold, case) and averaged over seeds; "
+           f"95% percentile-bootstrap CI ({statistics.N_RESAMPLES} resamples, fixed seed); two-sided Wilcoxon "
+           f"signed-rank test. Supported: the CI excludes the claim's bound (0, or {DICE_MARGIN:g} below for "
+           "Dice) in the claim's direction; contradicted: it excludes it the other way; inconclusive: otherwise "
+           f"(or fewer than {statistics.MIN_CASES} cases).", "", verdict_table(vs) if vs else
+           "No verdicts: the run did not train GSL and a baseline.", ""]
     return "\n".join(md), vs

@@ -4,14 +4,17 @@ Output folder (``--out``)::
 
     config.json          the configuration of this invocation
     train.log            the log (also printed)
-    results.csv          per-case metrics: loss, schedule, fold, case, class, dice, hd95, asd
-    results.md           Table 1 (and Table 2) layout, the paper's rows beside ours, the verdicts
+    results.csv          per-case metrics: loss, schedule, seed, fold, case, class, dice, hd95, asd
+    results.md           Table 1 (and Table 2) layout, the paper's rows beside ours, means with bootstrap
+                         CIs, the paired differences and the verdicts
     predictions.png      ground truth and predictions on an easy, a medium and a hard case (Figs. 3 / 4)
     curves.png           training loss, alpha, held-out Dice and HD95 per epoch
-    <loss>[-<schedule>]/fold<k>/last.pt, result.json, previews.npz   checkpoints and per-run results
+    <loss>[-<schedule>]/[seed<s>/]fold<k>/last.pt, result.json, previews.npz   checkpoints and per-run
+                         results (seed<s>/ only with several training seeds)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -89,17 +92,22 @@ def run_experiment(cfg: TrainConfig) -> ExperimentResult:
                  ", ".join(spec.class_names), tuple(round(s, 3) for s in cases[0].spacing))
 
         rows, histories, previews = [], {}, {}
-        for run in plan_runs(cfg):
-            train_idx, test_idx = folds[run.fold]
-            res = train_run(cfg, spec, [cases[i] for i in train_idx], [cases[i] for i in test_idx], run, ctx,
-                            out / run.run_id / f"fold{run.fold}")
-            label = LOSS_LABELS[run.loss] + ("" if res.alpha_label is None or len(cfg.schedules) == 1
-                                             else f" ({res.alpha_label})")
-            histories[f"{label} f{run.fold}"] = res.history
-            for r in res.rows:
-                rows.append({"loss": run.loss, "schedule": res.alpha_label, "fold": run.fold, **r})
-            if run.schedule in (None, cfg.schedules[0]):
-                previews.setdefault(run.loss, {}).update(res.previews)
+        seeds = cfg.training_seeds
+        for seed in seeds:
+            scfg = dataclasses.replace(cfg, seed=seed)
+            for run in plan_runs(scfg):
+                train_idx, test_idx = folds[run.fold]
+                # one seed keeps the historical layout; several get a folder each
+                run_dir = out / run.run_id / (f"seed{seed}" if len(seeds) > 1 else "") / f"fold{run.fold}"
+                res = train_run(scfg, spec, [cases[i] for i in train_idx], [cases[i] for i in test_idx], run, ctx,
+                                run_dir)
+                label = LOSS_LABELS[run.loss] + ("" if res.alpha_label is None or len(cfg.schedules) == 1
+                                                 else f" ({res.alpha_label})")
+                histories[f"{label} f{run.fold}" + (f" s{seed}" if len(seeds) > 1 else "")] = res.history
+                for r in res.rows:
+                    rows.append({"loss": run.loss, "schedule": res.alpha_label, "seed": seed, "fold": run.fold, **r})
+                if seed == seeds[0] and run.schedule in (None, cfg.schedules[0]):
+                    previews.setdefault(run.loss, {}).update(res.previews)
 
         md, vs = "", []
         if ctx.is_main:
@@ -107,9 +115,11 @@ def run_experiment(cfg: TrainConfig) -> ExperimentResult:
             data = f"built-in generated {cfg.task or 'liver'} task" if cfg.data == "builtin" else cfg.data
             notes = [f"Data: {data}; "
                      f"{len({(r['fold'], r['case']) for r in rows})} held-out cases over fold(s) "
-                     f"{sorted({r['fold'] for r in rows})} of {cfg.folds}; {cfg.epochs} epochs x "
+                     f"{sorted({r['fold'] for r in rows})} of {cfg.folds}, training seed(s) "
+                     f"{', '.join(map(str, seeds))} (split drawn with seed {cfg.seed}); "
+                     f"{cfg.epochs} epochs x "
                      f"{cfg.iters_per_epoch} iterations, batch {cfg.batch_size}, patch "
-                     f"{'x'.join(map(str, cfg.patch_size))}, Adam lr {cfg.lr}, seed {cfg.seed}, "
+                     f"{'x'.join(map(str, cfg.patch_size))}, Adam lr {cfg.lr}, "
                      f"schedule(s) {', '.join(cfg.schedules)} (warm-up {cfg.warmup}), DTM {cfg.dtm}, AMP {cfg.amp}, "
                      f"{ctx.world} process(es) on {ctx.device.type}."]
             md, vs = report.build_markdown(rows, spec, title="fastgsl reference training: results", notes=notes)
