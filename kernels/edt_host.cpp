@@ -46,6 +46,112 @@ int edt_parallel(long long nlines, int nthreads, Fn fn) {
 }
 }  // namespace
 
+namespace {
+// Host lower-envelope pass over tiles of up to EDT_TILE neighbouring lines (same outer index, consecutive inner
+// index), which are adjacent in memory: entry i of the tile's lines is one contiguous run of doubles.  The tile is
+// copied into a small buffer (whole cache lines, instead of one page per entry along a long stride), and its
+// lines are advanced in lockstep, i outer and line inner, so that the dependent load-compare chains of the stack
+// updates of different lines overlap in the core.  Each line runs exactly the pushes, removal tests and queries
+// of edt_envelope_line, in the same order, so the results are bit-identical to it (and to the CUDA build).
+constexpr int EDT_TILE = 8;
+
+struct EdtTileWork {
+    std::vector<double> buf, g;
+    std::vector<int> h;
+    explicit EdtTileWork(long long n)
+        : buf((size_t)(n * EDT_TILE)), g((size_t)(2 * n * EDT_TILE)), h((size_t)(2 * n * EDT_TILE)) {}
+};
+
+// Lines first .. first + w - 1 (w <= EDT_TILE) of the (item, outer, inner) grid, all with the same outer index.
+void edt_envelope_tile(double* F, float* out, long long first, int w, long long N, long long n, long long inner,
+                       double s, int mode, int final_, double fill, EdtTileWork& ws) {
+    const long long per = N / n;
+    const long long item = first / per, r = first % per;
+    const long long base = item * N + (r / inner) * (n * inner) + r % inner;
+    const double inf = edt_inf();
+    const int nn = (int)n;
+    const long long W = EDT_TILE;
+    double* buf = ws.buf.data();
+    double* f = F + base;
+    for (long long i = 0; i < n; ++i)
+        for (int j = 0; j < w; ++j) buf[i * W + j] = f[i * inner + j];
+    // line j: object (or single) envelope at g + 2nj, background envelope at g + 2nj + n
+    double* gs[EDT_TILE];
+    int* hs[EDT_TILE];
+    int lo[EDT_TILE], lb[EDT_TILE], ko[EDT_TILE], kb[EDT_TILE];
+    for (int j = 0; j < w; ++j) {
+        gs[j] = ws.g.data() + 2 * n * j;
+        hs[j] = ws.h.data() + 2 * n * j;
+        lo[j] = lb[j] = ko[j] = kb[j] = 0;
+    }
+    if (mode == EDT_SITES || mode == EDT_ITK) {
+        for (int i = 0; i < nn; ++i) {
+            const double* row = buf + i * W;
+            for (int j = 0; j < w; ++j) {
+                const double t = row[j];
+                const double d = edt_negative(t) ? -t : t;
+                if (d != inf) edt_push(gs[j], hs[j], 1, lo[j], d, i, s);
+            }
+        }
+    } else {
+        for (int i = 0; i < nn; ++i) {
+            const double* row = buf + i * W;
+            for (int j = 0; j < w; ++j) {
+                const double t = row[j];
+                const bool in_cur = edt_negative(t);
+                const bool edge = (i > 0 && edt_negative(row[j - W]) != in_cur) ||
+                                  (i + 1 < nn && edt_negative(row[j + W]) != in_cur);
+                if (in_cur) {
+                    if (-t != inf) edt_push(gs[j] + n, hs[j] + n, 1, lb[j], -t, i, s);
+                    if (edge) edt_push(gs[j], hs[j], 1, lo[j], 0.0, i, s);
+                } else {
+                    if (t != inf) edt_push(gs[j], hs[j], 1, lo[j], t, i, s);
+                    if (edge) edt_push(gs[j] + n, hs[j] + n, 1, lb[j], 0.0, i, s);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < nn; ++i) {
+        double* row = buf + i * W;
+        float* o = out + base + i * inner;
+        for (int j = 0; j < w; ++j) {
+            const bool in = edt_negative(row[j]);
+            double v;
+            if (mode == EDT_SITES || mode == EDT_ITK) v = edt_query(gs[j], hs[j], 1, lo[j], ko[j], i, s);
+            else if (in) v = edt_query(gs[j] + n, hs[j] + n, 1, lb[j], kb[j], i, s);
+            else v = edt_query(gs[j], hs[j], 1, lo[j], ko[j], i, s);
+            if (!final_) {
+                row[j] = in ? -v : v;
+            } else {
+                double res;
+                if (v == inf) {
+                    res = mode == EDT_SITES ? inf : (in ? -fill : fill);
+                } else {
+                    const double rt = edt_sqrt(v);
+                    res = !in ? rt : (mode == EDT_KERVADEC ? 1.0 - rt : -rt);
+                }
+                o[j] = (float)res;
+            }
+        }
+    }
+    if (!final_)
+        for (long long i = 0; i < n; ++i)
+            for (int j = 0; j < w; ++j) f[i * inner + j] = buf[i * W + j];
+}
+
+// Lines [begin, end) cut into tiles that never cross an outer index.
+void edt_envelope_tiles(double* F, float* out, long long begin, long long end, long long N, long long n,
+                        long long inner, double s, int mode, int final_, double fill) {
+    EdtTileWork ws(n);
+    for (long long line = begin; line < end;) {
+        const long long left_in_row = inner - (line % (N / n)) % inner;
+        long long w = std::min<long long>({(long long)EDT_TILE, left_in_row, end - line});
+        edt_envelope_tile(F, out, line, (int)w, N, n, inner, s, mode, final_, fill, ws);
+        line += w;
+    }
+}
+}  // namespace
+
 #define EDT_HOST_FIRST(SUFFIX, T)                                                                              \
     extern "C" int fastgsl_edt_first_##SUFFIX(const T* labels, double* F, long long nlines, long long C,       \
                                               int nonzero, long long n0, long long n1, long long n2, double s,  \
@@ -69,10 +175,8 @@ extern "C" int fastgsl_edt_envelope(double* F, float* out, long long nlines, lon
                                     long long inner, double s, int mode, int final_, double fill, int nthreads,
                                     int interleave) {
     if (!interleave) {
-        return edt_parallel(nlines, nthreads, [&]() {
-            std::vector<double> g((size_t)(2 * n));
-            std::vector<int> h((size_t)(2 * n));
-            edt_envelope(F, out, nlines, N, n, inner, s, mode, final_, fill, g.data(), h.data(), 1);
+        return fastgsl_host::parallel_ranges(nlines, nthreads, [&](long long begin, long long end, long long) {
+            edt_envelope_tiles(F, out, begin, end, N, n, inner, s, mode, final_, fill);
         });
     }
     long long p = nthreads < 1 ? 1 : nthreads;
