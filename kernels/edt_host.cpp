@@ -8,6 +8,9 @@
 #include <new>
 #include <thread>
 #include <vector>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #define EDT_HOST 1
 
@@ -152,10 +155,28 @@ void edt_envelope_tiles(double* F, float* out, long long begin, long long end, l
 }
 }  // namespace
 
+namespace {
+// The passes write the float64 workspace and the result first; both are fresh allocations of hundreds of MB, and
+// 4 KiB page faults on them cost about a sixth of a 2x4x128^3 transform.  Asking for transparent huge pages
+// (where the kernel leaves them to madvise) makes that one fault per 2 MiB.  Advice only: nothing else changes.
+void edt_advise_huge(void* p, long long bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const unsigned long long huge = 1ULL << 21;
+    const unsigned long long a = ((unsigned long long)p + huge - 1) & ~(huge - 1);
+    const unsigned long long e = ((unsigned long long)p + (unsigned long long)bytes) & ~(huge - 1);
+    if (bytes > 0 && e > a) madvise((void*)a, (size_t)(e - a), MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+}  // namespace
+
 #define EDT_HOST_FIRST(SUFFIX, T)                                                                              \
     extern "C" int fastgsl_edt_first_##SUFFIX(const T* labels, double* F, long long nlines, long long C,       \
                                               int nonzero, long long n0, long long n1, long long n2, double s,  \
                                               int mode, int nthreads) {                                        \
+        edt_advise_huge(F, nlines * n2 * (long long)sizeof(double));                                           \
         return edt_parallel(nlines, nthreads,                                                                  \
                             [&]() { edt_first_##SUFFIX(labels, F, nlines, C, nonzero, n0, n1, n2, s, mode); }); \
     }
@@ -174,6 +195,7 @@ EDT_HOST_FIRST(f64, double)
 extern "C" int fastgsl_edt_envelope(double* F, float* out, long long nlines, long long N, long long n,
                                     long long inner, double s, int mode, int final_, double fill, int nthreads,
                                     int interleave) {
+    if (final_) edt_advise_huge(out, nlines * n * (long long)sizeof(float));
     if (!interleave) {
         return fastgsl_host::parallel_ranges(nlines, nthreads, [&](long long begin, long long end, long long) {
             edt_envelope_tiles(F, out, begin, end, N, n, inner, s, mode, final_, fill);
