@@ -272,9 +272,10 @@ int edt_first_itk(const T* labels, double* F, long long nlines, long long C, int
 #define EDT_HOST_FIRST(SUFFIX, T)                                                                              \
     extern "C" int fastgsl_edt_first_##SUFFIX(const T* labels, double* F, long long nlines, long long C,       \
                                               int nonzero, long long n0, long long n1, long long n2, double s,  \
-                                              int mode, int nthreads) {                                        \
+                                              int mode, int nthreads, int generic) {                           \
         edt_advise_huge(F, nlines * n2 * (long long)sizeof(double));                                           \
-        if (mode == EDT_ITK) return edt_first_itk<T>(labels, F, nlines, C, nonzero, n0, n1, n2, s, nthreads);     \
+        if (mode == EDT_ITK && !generic)                                                                       \
+            return edt_first_itk<T>(labels, F, nlines, C, nonzero, n0, n1, n2, s, nthreads);                   \
         return edt_parallel(nlines, nthreads,                                                                  \
                             [&]() { edt_first_##SUFFIX(labels, F, nlines, C, nonzero, n0, n1, n2, s, mode); }); \
     }
@@ -287,9 +288,10 @@ EDT_HOST_FIRST(i64, long long)
 EDT_HOST_FIRST(f32, float)
 EDT_HOST_FIRST(f64, double)
 
-// interleave = 0: one private workspace per thread (step 1).  interleave = 1: one shared workspace in the GPU's
-// slot-minor layout (entry k of thread t at k * nthreads + t), so the strided stack indexing that the CUDA
-// launch uses is executed and tested on the host too.
+// interleave = 0: the host's own passes (tiles of neighbouring lines, private workspaces).  interleave = 1: the
+// line routine of edt_kernel.cu as the CUDA build runs it, one shared workspace in the GPU's slot-minor layout
+// (entry k of thread t at k * nthreads + t), so that the CUDA code path and its strided stack indexing are
+// executed and tested on the host too.  `generic` of the first pass is the same switch.
 extern "C" int fastgsl_edt_envelope(double* F, float* out, long long nlines, long long N, long long n,
                                     long long inner, double s, int mode, int final_, double fill, int nthreads,
                                     int interleave) {
@@ -315,7 +317,7 @@ extern "C" int fastgsl_edt_envelope(double* F, float* out, long long nlines, lon
     });
 }
 
-extern "C" int fastgsl_edt_abi_version() { return 2; }
+extern "C" int fastgsl_edt_abi_version() { return 3; }
 
 // sha256 prefix of the sources this library was built from (set by setup.py and by fastgsl.edt's on-demand
 // build), so that a library left over from older sources is recognised as stale.
