@@ -158,9 +158,11 @@ void edt_envelope_tiles(double* F, float* out, long long begin, long long end, l
 }  // namespace
 
 namespace {
-// The passes write the float64 workspace and the result first; both are fresh allocations of hundreds of MB, and
-// 4 KiB page faults on them cost about a sixth of a 2x4x128^3 transform.  Asking for transparent huge pages
-// (where the kernel leaves them to madvise) makes that one fault per 2 MiB.  Advice only: nothing else changes.
+// The first pass writes the float64 workspace first: a fresh allocation of hundreds of MB, where 4 KiB page
+// faults cost about a sixth of a 2x4x128^3 transform.  Asking for transparent huge pages (where the kernel leaves
+// them to madvise) makes that one fault per 2 MiB; each thread writes its own contiguous rows, so no two threads
+// wait on one huge page.  Not for the result: the last pass writes every plane from both threads, and there
+// huge pages made them wait on each other (measured slower).  Advice only: nothing else changes.
 void edt_advise_huge(void* p, long long bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     const unsigned long long huge = 1ULL << 21;
@@ -295,7 +297,6 @@ EDT_HOST_FIRST(f64, double)
 extern "C" int fastgsl_edt_envelope(double* F, float* out, long long nlines, long long N, long long n,
                                     long long inner, double s, int mode, int final_, double fill, int nthreads,
                                     int interleave) {
-    if (final_) edt_advise_huge(out, nlines * n * (long long)sizeof(float));
     if (!interleave) {
         return fastgsl_host::parallel_ranges(nlines, nthreads, [&](long long begin, long long end, long long) {
             edt_envelope_tiles(F, out, begin, end, N, n, inner, s, mode, final_, fill);
