@@ -3,7 +3,11 @@
 // fastgsl/edt.py, so it links against neither Python nor torch.  Built by setup.py (fastgsl._edt_host) or,
 // in a source checkout, compiled on first use into a cache directory.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <cstring>
 #include <limits>
 #include <new>
@@ -144,6 +148,130 @@ void edt_envelope_tile(double* F, float* out, long long first, int w, long long 
             for (int j = 0; j < w; ++j) f[i * inner + j] = buf[i * W + j];
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EDT_AVX512 1
+// The single-envelope modes (EDT_SITES, EDT_ITK) with the 8 lines of a tile as the 8 lanes of AVX-512 registers,
+// chosen at run time where the CPU has AVX-512F: the removal loop of a push runs while any lane still removes, the
+// query cursor moves on while any lane still advances, so a mispredicted branch costs 8 lines one step instead of
+// one line.  Each lane's stack holds the entries of its scalar run, and every lane evaluates edt_remove and
+// edt_query's sums in the same order with the same IEEE operations (no FMA), so the results are bit-identical;
+// positions are doubles, exact below 2^53, so (hd - (double)i) == (double)(h - i) and hd * s == (double)h * s.
+// Stacks: entry k of lane j at sg[k * 8 + j] (height), sh[k * 8 + j] (position).
+__attribute__((target("avx512f"))) static inline __mmask8 edt_remove8(__m512d gu, __m512d gv, __m512d gw,
+                                                                       __m512d xu, __m512d xv, __m512d xw) {
+    const __m512d a = _mm512_sub_pd(xv, xu), b = _mm512_sub_pd(xw, xv), c = _mm512_sub_pd(xw, xu);
+    const __m512d t = _mm512_sub_pd(_mm512_sub_pd(_mm512_sub_pd(_mm512_mul_pd(c, gv), _mm512_mul_pd(b, gu)),
+                                                  _mm512_mul_pd(a, gw)),
+                                    _mm512_mul_pd(_mm512_mul_pd(a, b), c));
+    return _mm512_cmp_pd_mask(t, _mm512_setzero_pd(), _CMP_GT_OQ);
+}
+
+__attribute__((target("avx512f"))) void edt_envelope_tile_avx512(double* F, float* out, long long first, int w,
+                                                                 long long N, long long n, long long inner,
+                                                                 double s, int mode, int final_, double fill,
+                                                                 EdtTileWork& ws) {
+    const long long per = N / n;
+    const long long item = first / per, r = first % per;
+    const long long base = item * N + (r / inner) * (n * inner) + r % inner;
+    const double inf = edt_inf();
+    constexpr long long W = EDT_TILE;
+    double* buf = ws.buf.data();
+    double* sg = ws.g.data();
+    double* sh = sg + n * W;  // ws.g holds 2n entries per lane
+    double* f = F + base;
+    for (long long i = 0; i < n; ++i) {
+        for (int j = 0; j < w; ++j) buf[i * W + j] = f[i * inner + j];
+        for (int j = w; j < W; ++j) buf[i * W + j] = inf;  // idle lanes: no site, never pushed
+    }
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1), two = _mm512_set1_epi64(2);
+    const __m512d vinf = _mm512_set1_pd(inf), vs = _mm512_set1_pd(s);
+    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+    __m512i len = zero;
+    __m512d g1 = _mm512_setzero_pd(), x1 = g1, g2 = g1, x2 = g1;  // top, second entry (len >= 1, >= 2)
+    for (long long i = 0; i < n; ++i) {
+        const __m512d t = _mm512_loadu_pd(buf + i * W);
+        const __m512d d = _mm512_castsi512_pd(_mm512_andnot_si512(sign, _mm512_castpd_si512(t)));
+        const __mmask8 act = _mm512_cmp_pd_mask(d, vinf, _CMP_NEQ_OQ);
+        if (!act) continue;
+        const __m512d di = _mm512_set1_pd((double)i), xi = _mm512_set1_pd((double)i * s);
+        __mmask8 m = act & _mm512_cmpge_epi64_mask(len, two) & edt_remove8(g2, g1, d, x2, x1, xi);
+        while (m) {
+            len = _mm512_mask_sub_epi64(len, m, len, one);
+            g1 = _mm512_mask_blend_pd(m, g1, g2);
+            x1 = _mm512_mask_blend_pd(m, x1, x2);
+            const __m512i k2 = _mm512_max_epi64(_mm512_sub_epi64(len, two), zero);
+            const __m512i idx = _mm512_add_epi64(_mm512_slli_epi64(k2, 3), lane);
+            g2 = _mm512_mask_i64gather_pd(g2, m, idx, sg, 8);
+            x2 = _mm512_mask_blend_pd(m, x2, _mm512_mul_pd(_mm512_mask_i64gather_pd(x2, m, idx, sh, 8), vs));
+            m = m & _mm512_cmpge_epi64_mask(len, two) & edt_remove8(g2, g1, d, x2, x1, xi);
+        }
+        const __m512i idx = _mm512_add_epi64(_mm512_slli_epi64(len, 3), lane);
+        _mm512_mask_i64scatter_pd(sg, act, idx, d, 8);
+        _mm512_mask_i64scatter_pd(sh, act, idx, di, 8);
+        g2 = _mm512_mask_blend_pd(act, g2, g1);
+        x2 = _mm512_mask_blend_pd(act, x2, x1);
+        g1 = _mm512_mask_blend_pd(act, g1, d);
+        x1 = _mm512_mask_blend_pd(act, x1, xi);
+        len = _mm512_mask_add_epi64(len, act, len, one);
+    }
+    const __mmask8 nonempty = _mm512_cmpgt_epi64_mask(len, zero);
+    const __m512i last = _mm512_sub_epi64(len, one);
+    __m512i k = zero;
+    __m512d hk = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), nonempty, lane, sh, 8);
+    __m512d gk = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), nonempty, lane, sg, 8);
+    const __m512d vfill = _mm512_set1_pd(fill);
+    alignas(64) float o8[8];
+    for (long long i = 0; i < n; ++i) {
+        const __m512d di = _mm512_set1_pd((double)i);
+        const __m512d dx = _mm512_mul_pd(_mm512_sub_pd(hk, di), vs);
+        __m512d v = _mm512_add_pd(gk, _mm512_mul_pd(dx, dx));
+        __mmask8 adv = nonempty & _mm512_cmplt_epi64_mask(k, last);
+        while (adv) {
+            const __m512i idx = _mm512_add_epi64(_mm512_slli_epi64(_mm512_add_epi64(k, one), 3), lane);
+            const __m512d hn = _mm512_mask_i64gather_pd(hk, adv, idx, sh, 8);
+            const __m512d gn = _mm512_mask_i64gather_pd(gk, adv, idx, sg, 8);
+            const __m512d dx2 = _mm512_mul_pd(_mm512_sub_pd(hn, di), vs);
+            const __m512d v2 = _mm512_add_pd(gn, _mm512_mul_pd(dx2, dx2));
+            adv = adv & _mm512_cmp_pd_mask(v2, v, _CMP_NGT_UQ);  // !(v2 > v): the scalar loop's test
+            k = _mm512_mask_add_epi64(k, adv, k, one);
+            hk = _mm512_mask_blend_pd(adv, hk, hn);
+            gk = _mm512_mask_blend_pd(adv, gk, gn);
+            v = _mm512_mask_blend_pd(adv, v, v2);
+            adv = adv & _mm512_cmplt_epi64_mask(k, last);
+        }
+        v = _mm512_mask_blend_pd(nonempty, vinf, v);
+        const __m512d t = _mm512_loadu_pd(buf + i * W);
+        const __mmask8 in = _mm512_cmplt_epi64_mask(_mm512_castpd_si512(t), zero);  // sign bit
+        if (!final_) {
+            const __m512d neg = _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(v), sign));
+            _mm512_storeu_pd(buf + i * W, _mm512_mask_blend_pd(in, v, neg));
+        } else {
+            const __m512d rt = _mm512_sqrt_pd(v);
+            const __m512d nrt = _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(rt), sign));
+            const __m512d nfill = _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(vfill), sign));
+            const __m512d filled = mode == EDT_SITES ? vinf : _mm512_mask_blend_pd(in, vfill, nfill);
+            const __mmask8 isinf = _mm512_cmp_pd_mask(v, vinf, _CMP_EQ_OQ);
+            const __m512d res = _mm512_mask_blend_pd(isinf, _mm512_mask_blend_pd(in, rt, nrt), filled);
+            _mm256_store_ps(o8, _mm512_cvtpd_ps(res));
+            float* o = out + base + i * inner;
+            for (int j = 0; j < w; ++j) o[j] = o8[j];
+        }
+    }
+    if (!final_)
+        for (long long i = 0; i < n; ++i)
+            for (int j = 0; j < w; ++j) f[i * inner + j] = buf[i * W + j];
+}
+
+// 0: scalar tiles; 1: AVX-512 tiles for the single-envelope modes (the default where the CPU has AVX-512F)
+std::atomic<int> edt_simd_state{-1};
+bool edt_avx512_supported() { return __builtin_cpu_supports("avx512f"); }
+bool edt_use_avx512() {
+    if (edt_simd_state.load() < 0) edt_simd_state.store(edt_avx512_supported() ? 1 : 0);
+    return edt_simd_state.load() == 1;
+}
+#endif
+
 // Lines [begin, end) cut into tiles that never cross an outer index.
 void edt_envelope_tiles(double* F, float* out, long long begin, long long end, long long N, long long n,
                         long long inner, double s, int mode, int final_, double fill) {
@@ -151,7 +279,12 @@ void edt_envelope_tiles(double* F, float* out, long long begin, long long end, l
     for (long long line = begin; line < end;) {
         const long long left_in_row = inner - (line % (N / n)) % inner;
         long long w = std::min<long long>({(long long)EDT_TILE, left_in_row, end - line});
-        edt_envelope_tile(F, out, line, (int)w, N, n, inner, s, mode, final_, fill, ws);
+#ifdef EDT_AVX512
+        if ((mode == EDT_SITES || mode == EDT_ITK) && edt_use_avx512())
+            edt_envelope_tile_avx512(F, out, line, (int)w, N, n, inner, s, mode, final_, fill, ws);
+        else
+#endif
+            edt_envelope_tile(F, out, line, (int)w, N, n, inner, s, mode, final_, fill, ws);
         line += w;
     }
 }
@@ -316,6 +449,18 @@ extern "C" int fastgsl_edt_envelope(double* F, float* out, long long nlines, lon
         const long long t = edt_range.thread;
         edt_envelope(F, out, nlines, N, n, inner, s, mode, final_, fill, g.data() + t, h.data() + t, p);
     });
+}
+
+// Which host envelope runs the single-envelope modes: set = 1 asks for the AVX-512 tiles (granted only where the
+// CPU has AVX-512F), 0 for the scalar tiles, -1 leaves it; returns 1 if the AVX-512 tiles are in use (tests run both).
+extern "C" int fastgsl_edt_simd(int set) {
+#ifdef EDT_AVX512
+    if (set >= 0) edt_simd_state.store(set && edt_avx512_supported() ? 1 : 0);
+    return edt_use_avx512() ? 1 : 0;
+#else
+    (void)set;
+    return 0;
+#endif
 }
 
 extern "C" int fastgsl_edt_abi_version() { return 3; }

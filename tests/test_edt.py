@@ -282,16 +282,31 @@ TILE_SHAPES = [((3, 7, 11, 13), (0.7, 1.3, 2.1)), ((3, 19, 9, 5), None), ((2, 1,
                ((2, 1, 1, 10), None), ((3, 33, 2, 2), None)]
 
 
+@pytest.fixture(params=[0, 1], ids=["scalar-tiles", "avx512-tiles"])
+def simd(request):
+    """Runs a test with the host's scalar tiles, then with its AVX-512 tiles (skipped where the CPU lacks AVX-512F)."""
+    lib = E._host_engine().lib
+    before = lib.fastgsl_edt_simd(-1)
+    try:
+        if lib.fastgsl_edt_simd(request.param) != request.param:
+            pytest.skip("this CPU has no AVX-512F: the host runs the scalar tiles only")
+        yield request.param
+    finally:
+        lib.fastgsl_edt_simd(before)
+
+
 @pytest.mark.parametrize("shape,spacing", TILE_SHAPES)
 @pytest.mark.parametrize("threads", [1, 3])
-def test_host_tiles_equal_the_cuda_line_routines(monkeypatch, shape, spacing, threads, seen):
-    """The host's own passes (tiles of neighbouring lines in lockstep, the itk contour as row loops, byte codes of
-    integer labels) give the bits of kernels/edt_kernel.cu's line routines, which the CUDA build runs."""
+def test_host_tiles_equal_the_cuda_line_routines(monkeypatch, shape, spacing, threads, simd, seen):
+    """The host's own passes (tiles of neighbouring lines in lockstep, scalar or AVX-512 lanes, the itk contour as
+    row loops, byte codes of integer labels) give the bits of kernels/edt_kernel.cu's line routines, which the CUDA
+    build runs."""
     lab = _edge_case_labels(shape, 3, seed=len(shape) * 31 + shape[1])
     nd = len(shape) - 1
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        assert E._host_engine().lib.fastgsl_edt_simd(-1) == simd
         for c in CONVENTIONS:
             tiled, generic = _run_both(monkeypatch,
                                        lambda: E.labels_dtm(lab, 3, spacing, convention=c, fill_value=2.5))
@@ -309,7 +324,7 @@ def test_host_tiles_equal_the_cuda_line_routines(monkeypatch, shape, spacing, th
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float32,
                                    torch.float64])
-def test_host_itk_first_pass_every_label_dtype(monkeypatch, dtype):
+def test_host_itk_first_pass_every_label_dtype(monkeypatch, dtype, simd):
     """The itk contour of the host (labels narrowed to byte codes where they are integers, the label test kept as
     is for floats and int8) against the CUDA line routine, for every label dtype the kernels take."""
     lab = _edge_case_labels((3, 9, 10, 11), 4, seed=5)
@@ -324,7 +339,7 @@ def test_host_itk_first_pass_every_label_dtype(monkeypatch, dtype):
     assert torch.equal(E.labels_dtm(lab, 4, (1.0, 0.8, 1.2), convention="itk", fill_value=3.0), ref)
 
 
-def test_host_itk_many_classes(monkeypatch):
+def test_host_itk_many_classes(monkeypatch, simd):
     """More than 255 classes: the byte codes cannot hold them, the labels are tested as they are."""
     lab = torch.randint(0, 300, (1, 6, 7, 8), generator=torch.Generator().manual_seed(3))
     lab[0, :3] = 299

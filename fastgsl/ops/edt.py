@@ -26,7 +26,9 @@ float64 squared distances so that unit-spacing results are exact).
 * ``"host"``: CPU tensors (and CUDA tensors when CuPy is missing, through a host copy, with a warning); the same
   source compiled as C++ (``kernels/edt_host.cpp``) by ``setup.py``, or on first use into
   ``$FASTGSL_CACHE_DIR`` (default ``~/.cache/fastgsl``) when the package was not built; threads across lines,
-  ``torch.get_num_threads()`` of them.
+  ``torch.get_num_threads()`` of them.  The host runs the envelope passes on tiles of 8 neighbouring lines (the
+  ``itk`` and ``sites`` modes as the 8 lanes of AVX-512 registers where the CPU has AVX-512F) and the ``itk`` first
+  pass as row loops; every path gives the bits of the line routines that the CUDA build runs.
 * ``"scipy"``: last resort when the host library can neither be found nor compiled; a warning says so once.
 
 :func:`engine_name` tells which engine a device gets; each call reports the engine it used to :mod:`fastgsl.observe`
@@ -76,6 +78,8 @@ def _bind(lib: ctypes.CDLL):
         fn.restype = i32
     lib.fastgsl_edt_envelope.argtypes = [vp, vp, ll, ll, ll, ll, dbl, i32, i32, dbl, i32, i32]
     lib.fastgsl_edt_envelope.restype = i32
+    lib.fastgsl_edt_simd.argtypes = [i32]
+    lib.fastgsl_edt_simd.restype = i32
     lib.fastgsl_edt_abi_version.restype = i32
     if lib.fastgsl_edt_abi_version() != _ABI_VERSION:
         raise OSError("host EDT library has a different ABI version")
