@@ -217,28 +217,37 @@ __attribute__((target("avx512f"))) void edt_envelope_tile_avx512(double* F, floa
     }
     const __mmask8 nonempty = _mm512_cmpgt_epi64_mask(len, zero);
     const __m512i last = _mm512_sub_epi64(len, one);
+    // cursor entry k and the entry after it (k + 1, where k < last) held in registers: the advance test needs no
+    // gather, only an advance does
     __m512i k = zero;
+    __mmask8 more = nonempty & _mm512_cmplt_epi64_mask(k, last);
+    const __m512i lane1 = _mm512_add_epi64(lane, _mm512_set1_epi64(8));
     __m512d hk = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), nonempty, lane, sh, 8);
     __m512d gk = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), nonempty, lane, sg, 8);
+    __m512d hn = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), more, lane1, sh, 8);
+    __m512d gn = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), more, lane1, sg, 8);
     const __m512d vfill = _mm512_set1_pd(fill);
     alignas(64) float o8[8];
     for (long long i = 0; i < n; ++i) {
         const __m512d di = _mm512_set1_pd((double)i);
         const __m512d dx = _mm512_mul_pd(_mm512_sub_pd(hk, di), vs);
         __m512d v = _mm512_add_pd(gk, _mm512_mul_pd(dx, dx));
-        __mmask8 adv = nonempty & _mm512_cmplt_epi64_mask(k, last);
+        __mmask8 adv = more;
         while (adv) {
-            const __m512i idx = _mm512_add_epi64(_mm512_slli_epi64(_mm512_add_epi64(k, one), 3), lane);
-            const __m512d hn = _mm512_mask_i64gather_pd(hk, adv, idx, sh, 8);
-            const __m512d gn = _mm512_mask_i64gather_pd(gk, adv, idx, sg, 8);
             const __m512d dx2 = _mm512_mul_pd(_mm512_sub_pd(hn, di), vs);
             const __m512d v2 = _mm512_add_pd(gn, _mm512_mul_pd(dx2, dx2));
             adv = adv & _mm512_cmp_pd_mask(v2, v, _CMP_NGT_UQ);  // !(v2 > v): the scalar loop's test
+            if (!adv) break;
             k = _mm512_mask_add_epi64(k, adv, k, one);
             hk = _mm512_mask_blend_pd(adv, hk, hn);
             gk = _mm512_mask_blend_pd(adv, gk, gn);
             v = _mm512_mask_blend_pd(adv, v, v2);
-            adv = adv & _mm512_cmplt_epi64_mask(k, last);
+            const __mmask8 has_next = _mm512_cmplt_epi64_mask(k, last);
+            more = (more & ~adv) | (adv & has_next);
+            adv = adv & has_next;
+            const __m512i idx = _mm512_add_epi64(_mm512_slli_epi64(_mm512_add_epi64(k, one), 3), lane);
+            hn = _mm512_mask_i64gather_pd(hn, adv, idx, sh, 8);
+            gn = _mm512_mask_i64gather_pd(gn, adv, idx, sg, 8);
         }
         v = _mm512_mask_blend_pd(nonempty, vinf, v);
         const __m512d t = _mm512_loadu_pd(buf + i * W);
