@@ -20,6 +20,14 @@ Peers, per convention:
 CPU thread count: fastgsl uses ``torch.get_num_threads()``; SimpleITK its global default; ``edt`` gets the same
 number; scipy is single-threaded.  The module's ``summary`` fixture prints the ratios of the medians (``-s`` to see them).
 Peer timings include building each class mask and converting the result to an array (what a user runs).
+
+Memory floor: ``copy f64`` is a torch copy of one float64 per voxel of every map (the size of the EDT's float64
+workspace: 8 bytes read and 8 written per voxel), timed in the same run; every time is also given in ns per voxel of
+every map.  The passes read and write that workspace three times, so about 3x the copy is what a memory-bound EDT
+would take.
+
+``python -m benchmarks.benchmark_edt`` times the itk convention (fastgsl, SimpleITK, the copy) in alternating
+rounds, so that load on a shared machine falls on all three alike, and prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -55,6 +63,18 @@ def batch():
 @pytest.fixture(scope="module")
 def volume():
     return smooth_labels((512, 512, 128), 2, seed=7) == 1
+
+
+#: voxels of every map of each workload (for ns per voxel)
+VOXELS = {"2x4x128^3": 2 * 4 * 128 ** 3, "512x512x128": 512 * 512 * 128}
+
+
+def copy_floor(workload):
+    """A torch copy of one float64 per voxel of every map (the memory floor of the table)."""
+    src = torch.rand(VOXELS[workload], dtype=torch.float64)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    return lambda: dst.copy_(src)
 
 
 def _record(benchmark, workload, name):
@@ -123,8 +143,21 @@ def test_batch_edt_scipy(benchmark, batch):
 
 @pytest.mark.benchmark(group="2x4x128^3 edt")
 def test_batch_edt_edt_package(benchmark, batch):
+    pytest.importorskip("edt", reason="the edt package (a peer) is not installed")
     _run(benchmark, lambda: edt_pkg_maps(class_masks(batch, 4)), FAST)
     _record(benchmark, "2x4x128^3", "edt package")
+
+
+@pytest.mark.benchmark(group="2x4x128^3 itk")
+def test_batch_copy_floor(benchmark):
+    _run(benchmark, copy_floor("2x4x128^3"), FAST)
+    _record(benchmark, "2x4x128^3", "copy f64")
+
+
+@pytest.mark.benchmark(group="512x512x128 itk")
+def test_volume_copy_floor(benchmark):
+    _run(benchmark, copy_floor("512x512x128"), FAST)
+    _record(benchmark, "512x512x128", "copy f64")
 
 
 @pytest.mark.benchmark(group="512x512x128 itk")
@@ -155,6 +188,7 @@ def test_volume_edt_scipy(benchmark, volume):
 
 @pytest.mark.benchmark(group="512x512x128 edt")
 def test_volume_edt_edt_package(benchmark, volume):
+    pytest.importorskip("edt", reason="the edt package (a peer) is not installed")
     _run(benchmark, lambda: edt_pkg_maps([volume.numpy()]), FAST)
     _record(benchmark, "512x512x128", "edt package")
 
@@ -235,4 +269,44 @@ def summary():
         peer = "SimpleITK" if "SimpleITK" in rows else "cuCIM per map"
         for name, t in rows.items():
             ratio = f"  {t / rows[peer]:6.2f} x {peer}" if peer in rows else ""
-            print(f"{workload:>16}  {name:<14} {t * 1e3:10.1f} ms{ratio}")
+            per = f"  {t / VOXELS[workload] * 1e9:6.1f} ns/voxel" if workload in VOXELS else ""
+            print(f"{workload:>16}  {name:<14} {t * 1e3:10.1f} ms{ratio}{per}")
+
+
+def main(rounds: int = 5):
+    import time
+
+    import SimpleITK as sitk
+    batch_labels = torch.stack([smooth_labels((128, 128, 128), 4, seed=s) for s in range(2)])
+    vol = smooth_labels((512, 512, 128), 2, seed=7) == 1
+    workloads = {
+        "2x4x128^3": {"fastgsl": lambda: labels_to_dtm(batch_labels, 4, convention="itk"),
+                      "SimpleITK": lambda: sitk_maps(class_masks(batch_labels, 4)),
+                      "copy f64": copy_floor("2x4x128^3")},
+        "512x512x128": {"fastgsl": lambda: signed_distance(vol, convention="itk"),
+                        "SimpleITK": lambda: sitk_maps([vol.numpy()]),
+                        "copy f64": copy_floor("512x512x128")}}
+    with observe.engines() as seen:
+        for fns in workloads.values():
+            fns["fastgsl"]()  # builds the host library on first use
+    assert set(seen.all("edt")) == {"host"}
+    print(f"Signed DTM, itk convention, CPU: fastgsl {THREADS} threads (torch.get_num_threads), SimpleITK "
+          f"{sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()} threads; medians of {rounds} alternating rounds")
+    print("| workload | fastgsl (ms) | SimpleITK (ms) | fastgsl / SimpleITK | fastgsl ns/voxel | copy f64 ns/voxel |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for workload, fns in workloads.items():
+        times = {name: [] for name in fns}
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        med = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+        nv = VOXELS[workload]
+        print(f"| {workload} | {med['fastgsl'] * 1e3:.0f} | {med['SimpleITK'] * 1e3:.0f} | "
+              f"{med['fastgsl'] / med['SimpleITK']:.2f}x | {med['fastgsl'] / nv * 1e9:.1f} | "
+              f"{med['copy f64'] / nv * 1e9:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

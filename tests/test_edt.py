@@ -243,3 +243,105 @@ def test_gpu_workspace_layout_on_host(monkeypatch, threads):
         assert torch.equal(E.distance_to_sites(lab == 1, spatial_dims=3), ref_sites)
     finally:
         torch.set_num_threads(prev)
+
+
+# ------------------------------------------------------------------------------------------------ host tiles
+def _edge_case_labels(shape, classes, seed):
+    """Random labels plus lines that hold no site or only sites: a constant item, a constant plane along every
+    axis, a single-voxel object, and labels outside [0, classes) (which match no class)."""
+    g = torch.Generator().manual_seed(seed)
+    lab = torch.randint(0, classes, shape, generator=g)
+    nd = len(shape) - 1
+    lab[0] = 1
+    if shape[0] > 1:
+        item = lab[1]
+        for ax in range(nd):
+            idx = [slice(None)] * nd
+            idx[ax] = 0
+            item[tuple(idx)] = 0
+        item[(0,) * nd] = classes  # out of range: background of every class
+        item[tuple(n - 1 for n in item.shape)] = -1
+    if shape[0] > 2:
+        lab[2] = 0
+        lab[2][tuple(n // 2 for n in shape[1:])] = 1
+    return lab
+
+
+def _run_both(monkeypatch, fn):
+    """fn() on the host's tiled passes, then on the CUDA build's line routines run by the host."""
+    tiled = fn()
+    with monkeypatch.context() as m:
+        m.setattr(E._HostEngine, "interleave", True)
+        generic = fn()
+    return tiled, generic
+
+
+# shapes: tile widths that are not a multiple of 8 (inner strides 13, 9, 5, 3, 2), axes of length 1, 2-D
+TILE_SHAPES = [((3, 7, 11, 13), (0.7, 1.3, 2.1)), ((3, 19, 9, 5), None), ((2, 1, 6, 17), (1.0, 0.5, 1.5)),
+               ((3, 12, 1, 9), None), ((2, 5, 8, 1), (2.0, 0.75, 1.0)), ((3, 40, 3), None), ((3, 13, 21), (0.6, 1.7)),
+               ((2, 1, 1, 10), None), ((3, 33, 2, 2), None)]
+
+
+@pytest.fixture(params=[0, 1], ids=["scalar-tiles", "avx512-tiles"])
+def simd(request):
+    """Runs a test with the host's scalar tiles, then with its AVX-512 tiles (skipped where the CPU lacks AVX-512F)."""
+    lib = E._host_engine().lib
+    before = lib.fastgsl_edt_simd(-1)
+    try:
+        if lib.fastgsl_edt_simd(request.param) != request.param:
+            pytest.skip("this CPU has no AVX-512F: the host runs the scalar tiles only")
+        yield request.param
+    finally:
+        lib.fastgsl_edt_simd(before)
+
+
+@pytest.mark.parametrize("shape,spacing", TILE_SHAPES)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_host_tiles_equal_the_cuda_line_routines(monkeypatch, shape, spacing, threads, simd, seen):
+    """The host's own passes (tiles of neighbouring lines in lockstep, scalar or AVX-512 lanes, the itk contour as
+    row loops, byte codes of integer labels) give the bits of kernels/edt_kernel.cu's line routines, which the CUDA
+    build runs."""
+    lab = _edge_case_labels(shape, 3, seed=len(shape) * 31 + shape[1])
+    nd = len(shape) - 1
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert E._host_engine().lib.fastgsl_edt_simd(-1) == simd
+        for c in CONVENTIONS:
+            tiled, generic = _run_both(monkeypatch,
+                                       lambda: E.labels_dtm(lab, 3, spacing, convention=c, fill_value=2.5))
+            assert torch.equal(tiled, generic), c
+            mask = lab == 1
+            tiled, generic = _run_both(monkeypatch, lambda: E.signed_dtm(mask, spacing, spatial_dims=nd,
+                                                                         convention=c, fill_value=2.5))
+            assert torch.equal(tiled, generic), c
+        tiled, generic = _run_both(monkeypatch, lambda: E.distance_to_sites(lab == 2, spacing, spatial_dims=nd))
+        assert torch.equal(tiled, generic)
+    finally:
+        torch.set_num_threads(prev)
+    assert set(seen.all("edt")) == {"host"}
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float32,
+                                   torch.float64])
+def test_host_itk_first_pass_every_label_dtype(monkeypatch, dtype, simd):
+    """The itk contour of the host (labels narrowed to byte codes where they are integers, the label test kept as
+    is for floats and int8) against the CUDA line routine, for every label dtype the kernels take."""
+    lab = _edge_case_labels((3, 9, 10, 11), 4, seed=5)
+    if dtype == torch.uint8:
+        lab = lab.clamp(min=0)  # uint8 cannot hold -1
+    lab = lab.to(dtype)
+    for mode_fn in (lambda: E.labels_dtm(lab, 4, (1.0, 0.8, 1.2), convention="itk", fill_value=3.0),
+                    lambda: E.signed_dtm(lab, spatial_dims=3, convention="itk", fill_value=3.0)):
+        tiled, generic = _run_both(monkeypatch, mode_fn)
+        assert torch.equal(tiled, generic)
+    ref = E.labels_dtm(lab.to(torch.int64), 4, (1.0, 0.8, 1.2), convention="itk", fill_value=3.0)
+    assert torch.equal(E.labels_dtm(lab, 4, (1.0, 0.8, 1.2), convention="itk", fill_value=3.0), ref)
+
+
+def test_host_itk_many_classes(monkeypatch, simd):
+    """More than 255 classes: the byte codes cannot hold them, the labels are tested as they are."""
+    lab = torch.randint(0, 300, (1, 6, 7, 8), generator=torch.Generator().manual_seed(3))
+    lab[0, :3] = 299
+    tiled, generic = _run_both(monkeypatch, lambda: E.labels_dtm(lab, 300, convention="itk", fill_value=1.0))
+    assert torch.equal(tiled, generic)

@@ -26,7 +26,9 @@ float64 squared distances so that unit-spacing results are exact).
 * ``"host"``: CPU tensors (and CUDA tensors when CuPy is missing, through a host copy, with a warning); the same
   source compiled as C++ (``kernels/edt_host.cpp``) by ``setup.py``, or on first use into
   ``$FASTGSL_CACHE_DIR`` (default ``~/.cache/fastgsl``) when the package was not built; threads across lines,
-  ``torch.get_num_threads()`` of them.
+  ``torch.get_num_threads()`` of them.  The host runs the envelope passes on tiles of 8 neighbouring lines (the
+  ``itk`` and ``sites`` modes as the 8 lanes of AVX-512 registers where the CPU has AVX-512F) and the ``itk`` first
+  pass as row loops; every path gives the bits of the line routines that the CUDA build runs.
 * ``"scipy"``: last resort when the host library can neither be found nor compiled; a warning says so once.
 
 :func:`engine_name` tells which engine a device gets; each call reports the engine it used to :mod:`fastgsl.observe`
@@ -52,7 +54,7 @@ MODES = {"sites": 0, "itk": 1, "edt": 2, "kervadec": 3}
 
 _SUFFIX = {torch.uint8: "u8", torch.bool: "u8", torch.int8: "i8", torch.int16: "i16", torch.int32: "i32",
            torch.int64: "i64", torch.float32: "f32", torch.float64: "f64"}
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _MAX_AXIS = 2 ** 31 - 1  # positions along a line are 32-bit in the kernels; offsets are 64-bit
 _lock = threading.Lock()
 _warned: set[str] = set()
@@ -72,10 +74,12 @@ def _bind(lib: ctypes.CDLL):
     ll, i32, dbl, vp = ctypes.c_longlong, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
     for sfx in set(_SUFFIX.values()):
         fn = getattr(lib, f"fastgsl_edt_first_{sfx}")
-        fn.argtypes = [vp, vp, ll, ll, i32, ll, ll, ll, dbl, i32, i32]
+        fn.argtypes = [vp, vp, ll, ll, i32, ll, ll, ll, dbl, i32, i32, i32]
         fn.restype = i32
     lib.fastgsl_edt_envelope.argtypes = [vp, vp, ll, ll, ll, ll, dbl, i32, i32, dbl, i32, i32]
     lib.fastgsl_edt_envelope.restype = i32
+    lib.fastgsl_edt_simd.argtypes = [i32]
+    lib.fastgsl_edt_simd.restype = i32
     lib.fastgsl_edt_abi_version.restype = i32
     if lib.fastgsl_edt_abi_version() != _ABI_VERSION:
         raise OSError("host EDT library has a different ABI version")
@@ -88,7 +92,8 @@ host_library = _native.HostLibrary(manifest.EDT, _bind)
 
 class _HostEngine:
     name = "host"
-    #: tests set this to run the lower-envelope stacks in the GPU's slot-minor (strided) layout
+    #: tests set this to run the CUDA build's own line routines on the host (first pass and envelope passes, the
+    #: stacks in the GPU's slot-minor layout) instead of the host's tiled passes
     interleave = False
 
     def __init__(self, lib):
@@ -100,7 +105,8 @@ class _HostEngine:
 
     def first(self, src, F, nlines, C, nonzero, n0, n1, n2, s, mode):
         fn = getattr(self.lib, f"fastgsl_edt_first_{_SUFFIX[src.dtype]}")
-        rc = fn(src.data_ptr(), F.data_ptr(), nlines, C, int(nonzero), n0, n1, n2, s, mode, self._threads())
+        rc = fn(src.data_ptr(), F.data_ptr(), nlines, C, int(nonzero), n0, n1, n2, s, mode, self._threads(),
+                int(self.interleave))
         if rc:
             raise MemoryError("host EDT: a worker thread failed (out of memory or no thread available)")
 
