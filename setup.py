@@ -72,9 +72,10 @@ class _OptionalBuildExt(build_ext):
 
 
 setup(
-    packages=["fastgsl", "fastgsl.losses", "fastgsl.ops", "fastgsl.train", "fastgsl.kernels"],
+    packages=["fastgsl", "fastgsl.losses", "fastgsl.ops", "fastgsl.train", "fastgsl.nnunet", "fastgsl.kernels"],
     package_dir={"fastgsl": "fastgsl", "fastgsl.kernels": "kernels"},
-    package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"]},
+    package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"],
+                  "fastgsl.nnunet": ["trainers/*.py"]},
     ext_modules=[
         _host_library("fastgsl._edt_host", "edt_host.cpp", _EDT_SOURCES, "FASTGSL_EDT_SOURCE_HASH"),
         _host_library("fastgsl._stats_host", "voxel_stats_host.cpp", _STATS_SOURCES, "FASTGSL_STATS_SOURCE_HASH"),
