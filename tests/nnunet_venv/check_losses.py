@@ -218,3 +218,35 @@ def test_wrong_number_of_outputs_is_an_error():
     lab = random_labels(1, 3, (8, 8, 8), 0)
     with pytest.raises(ValueError, match="one per deep-supervision scale"):
         loss(outputs_for([lab], 3, 0), [lab])
+
+
+def _ddp_rank(rank, world, init_file, result_file):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        lab = random_labels(2 * world, 3, (12, 10, 8), 11)[2 * rank: 2 * rank + 2]
+        scales = ds_scales(2, 3)
+        targets = downsample(lab, scales)
+        ref = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": True},
+                                                    {}, dice_class=MemoryEfficientSoftDiceLoss), [0.7, 0.3])
+        ours = NNUNetLoss(num_classes=3, spacing=(1, 1, 1), ds_scales=scales, ds_weights=[0.7, 0.3],
+                          batch_dice=True, ddp=True, boundary="gsl", schedule=LinearSchedule(2))
+        oa, ob = outputs_for(targets, 3, 12 + rank), outputs_for(targets, 3, 12 + rank)
+        la, lb = ref(oa, targets), ours(ob, targets)  # alpha = 1 at epoch 0: the region term alone
+        la.backward()
+        lb.backward()
+        torch.save({"a": la.detach(), "b": lb.detach(), "ga": oa[0].grad, "gb": ob[0].grad}, f"{result_file}{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_batch_dice_all_gathers_like_nnunet(tmp_path):
+    import torch.multiprocessing as mp
+
+    world = 2
+    mp.spawn(_ddp_rank, args=(world, str(tmp_path / "init"), str(tmp_path / "r")), nprocs=world, join=True)
+    for rank in range(world):
+        r = torch.load(tmp_path / f"r{rank}")
+        torch.testing.assert_close(r["b"], r["a"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["gb"], r["ga"], rtol=1e-4, atol=1e-8)
