@@ -114,12 +114,12 @@ def _trainer(name, epochs=None):
 @pytest.mark.parametrize("name", ["nnUNetTrainerFastDiceCETiny", "nnUNetTrainerFastBLTiny", "nnUNetTrainerFastHLTiny",
                                   "nnUNetTrainerFastHL2Tiny"])
 def test_other_trainers_through_nnunets_loop(trained, name):
-    t = _trainer(name)
+    t = _trainer(name, epochs=1)
     t.run_training()
     fold = ROOT / "res" / NAME / f"{name}__nnUNetPlans__{CONFIG}" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     losses = t.logger.get_value("train_losses", step=None)
-    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert len(losses) == 1 and math.isfinite(losses[0])
     assert (t.loss.scales[0].composite is None) == (name == "nnUNetTrainerFastDiceCETiny")
 
 
