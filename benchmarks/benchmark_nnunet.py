@@ -94,7 +94,7 @@ class _SitkGSLLoss(torch.nn.Module):
 def _planned() -> bool:
     from fastgsl.nnunet.toy_dataset import write_dataset
 
-    write_dataset(ROOT / "raw", DATASET, "FastGSLBench", num_cases=4, shape=SHAPE)
+    write_dataset(ROOT / "raw", DATASET, "FastGSLBench", num_cases=6, shape=SHAPE)  # 5 folds need >= 5
     subprocess.run([str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET), "-c",
                     CONFIG, "-np", "1"], check=True, capture_output=True)
     os.environ["nnUNet_n_proc_DA"] = "0"
@@ -251,19 +251,24 @@ def test_evaluate(benchmark, peer):
 
 # -- main ---------------------------------------------------------------------------------------------------------
 
-def _times(fn, peer, rounds):
-    fn(peer)
-    out = []
+def _times(fn, peers, rounds):
+    """``{peer: (min, median)}`` seconds; the peers take turns in every round, so that load on a shared machine
+    falls on all of them alike."""
+    for p in peers:
+        fn(p)  # set-up and warm-up
+    out = {p: [] for p in peers}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn(peer)
-        out.append(time.perf_counter() - t0)
-    return min(out), float(np.median(out))
+        for p in peers:
+            t0 = time.perf_counter()
+            fn(p)
+            out[p].append(time.perf_counter() - t0)
+    return {p: (min(v), float(np.median(v))) for p, v in out.items()}
 
 
 def main():
     torch.set_num_threads(torch.get_num_threads())
-    rows = {p: (_times(train_step, p, ROUNDS), _times(loss_step, p, ROUNDS)) for p in TRAINERS}
+    steps, losses = _times(train_step, TRAINERS, ROUNDS), _times(loss_step, TRAINERS, ROUNDS)
+    rows = {p: (steps[p], losses[p]) for p in TRAINERS}
     t, batch = _setup("fast_gsl")
     print(f"nnU-Net training step, toy dataset {'x'.join(map(str, SHAPE))}, patch "
           f"{'x'.join(map(str, t.configuration_manager.patch_size))}, batch {batch['data'].shape[0]}, "
@@ -274,7 +279,7 @@ def main():
     base_step, base_loss = rows["nnunet"][0][1], rows["nnunet"][1][1]
     for p, ((smin, smed), (_, lmed)) in rows.items():
         print(f"| {p} | {smin:.3f} | {smed:.3f} | {smed / base_step:.2f}x | {lmed:.4f} | {lmed / base_loss:.2f}x |")
-    ev = {p: _times(evaluate, p, max(1, ROUNDS // 2)) for p in EVALUATORS}
+    ev = _times(evaluate, EVALUATORS, max(1, ROUNDS // 2))
     print(f"\nEvaluate a folder of {N_CASES} cases of {'x'.join(map(str, EVAL_SHAPE))} voxels, 2 labels, CPU")
     print("| evaluator | metrics | min (s) | median (s) | vs nnUNetv2_evaluate_folder | vs MONAI HD95 |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
