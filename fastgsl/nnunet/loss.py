@@ -104,9 +104,7 @@ class ScaleLoss(nn.Module):
         # bool / uint8; fastgsl takes integer labels or float multi-label maps of the logits' shape
         if self.regions:
             return target if target.dtype == logits.dtype else target.to(logits.dtype)
-        if target.dtype.is_floating_point or target.dtype != torch.long:
-            return target.long()
-        return target
+        return target if target.dtype == torch.long else target.long()
 
 
 class NNUNetLoss(nn.Module):

@@ -137,3 +137,18 @@ def test_schedule_variants_set_alpha_per_epoch(trained, name, schedule):
     alphas = [t.loss.set_epoch(e) for e in range(60)]
     assert alphas == [ref(e) for e in range(60)]
     assert all(s.alpha == alphas[-1] for s in t.loss.scales)
+
+
+def test_ignore_label_is_refused_with_a_clear_error(trained):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    from fastgsl.nnunet import variants
+
+    plans = load_json(str(ROOT / "pre" / NAME / "nnUNetPlans.json"))
+    plans["continue_training"] = False
+    dataset_json = load_json(str(ROOT / "pre" / NAME / "dataset.json"))
+    dataset_json["labels"]["ignore"] = 3
+    t = variants.nnUNetTrainerFastGSL(plans=plans, configuration=CONFIG, fold=0, dataset_json=dataset_json,
+                                      device=torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"nnUNetTrainerFastGSL: the dataset has an ignore label \(3\)"):
+        t.initialize()
