@@ -68,7 +68,8 @@ if __name__ == "__main__":
     setup(
         packages=find_packages(include=["fastgsl", "fastgsl.*"]) + ["fastgsl.kernels"],
         package_dir={"fastgsl": "fastgsl", "fastgsl.kernels": "kernels"},
-        package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"]},
+        package_data={"fastgsl.kernels": ["*.cu", "*.cuh", "*.cpp", "*.h"], "fastgsl.train": ["README.md"],
+                      "fastgsl.nnunet": ["trainers/*.py"]},
         ext_modules=host_extensions(),
         cmdclass={"build_ext": _OptionalBuildExt},
     )
