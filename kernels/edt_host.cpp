@@ -129,18 +129,8 @@ void edt_envelope_tile(double* F, float* out, long long first, int w, long long 
             if (mode == EDT_SITES || mode == EDT_ITK) v = edt_query(gs[j], hs[j], 1, lo[j], ko[j], i, s);
             else if (in) v = edt_query(gs[j] + n, hs[j] + n, 1, lb[j], kb[j], i, s);
             else v = edt_query(gs[j], hs[j], 1, lo[j], ko[j], i, s);
-            if (!final_) {
-                row[j] = in ? -v : v;
-            } else {
-                double res;
-                if (v == inf) {
-                    res = mode == EDT_SITES ? inf : (in ? -fill : fill);
-                } else {
-                    const double rt = edt_sqrt(v);
-                    res = !in ? rt : (mode == EDT_KERVADEC ? 1.0 - rt : -rt);
-                }
-                o[j] = (float)res;
-            }
+            if (!final_) row[j] = in ? -v : v;
+            else o[j] = edt_final_value(v, in, mode, fill);
         }
     }
     if (!final_)

@@ -169,6 +169,14 @@ EDT_DEV double edt_query(const double* g, const int* h, long long step, int len,
     return v;
 }
 
+// The float32 result of a voxel from its squared distance v (+inf: no site in its item) and its side: the
+// distance with the convention's sign (kervadec: 1 - d inside), or the fill value where there is no site.
+EDT_DEV float edt_final_value(double v, bool in, int mode, double fill) {
+    if (v == edt_inf()) return (float)(mode == EDT_SITES ? v : (in ? -fill : fill));
+    const double rt = edt_sqrt(v);
+    return (float)(!in ? rt : (mode == EDT_KERVADEC ? 1.0 - rt : -rt));
+}
+
 // One lower-envelope pass along an axis of length n and stride `inner` (elements), for line `line` of the
 // (item, outer, inner) grid.  Not final: F is updated in place.  Final: the float32 result goes to out.
 // Workspace: g, h hold 2n entries at stride `step` (the object envelope at 0, the background one at n).
@@ -218,18 +226,8 @@ EDT_DEV void edt_envelope_line(double* EDT_RESTRICT F, float* EDT_RESTRICT out, 
         if (mode == EDT_SITES || mode == EDT_ITK) v = edt_query(g, h, step, lo, ko, i, s);
         else if (in) v = edt_query(gb, hb, step, lb, kb, i, s);
         else v = edt_query(g, h, step, lo, ko, i, s);
-        if (!final_) {
-            f[i * inner] = in ? -v : v;
-        } else {
-            double o;
-            if (v == inf) {
-                o = mode == EDT_SITES ? inf : (in ? -fill : fill);
-            } else {
-                const double rt = edt_sqrt(v);
-                o = !in ? rt : (mode == EDT_KERVADEC ? 1.0 - rt : -rt);
-            }
-            out[base + i * inner] = (float)o;
-        }
+        if (!final_) f[i * inner] = in ? -v : v;
+        else out[base + i * inner] = edt_final_value(v, in, mode, fill);
     }
 }
 

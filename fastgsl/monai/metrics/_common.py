@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import torch
-from monai.metrics.utils import prepare_spacing
+from monai.metrics.utils import create_ignore_mask, prepare_spacing
 
 
 def spacing_rows(spacing, batch: int, spatial_dims: int) -> np.ndarray:
@@ -53,3 +53,13 @@ def warn_empty(p_any: torch.Tensor, t_any: torch.Tensor, label, skip=lambda c: F
 def check_percentile(percentile) -> None:
     if percentile and not 0 <= percentile <= 100:
         raise ValueError(f"percentile should be a value between 0 and 100, get {percentile}.")
+
+
+def masked_batch(y_pred: torch.Tensor, y: torch.Tensor, ignore_index):
+    """What MONAI's surface-distance metric classes do to a batch before computing it (``_compute_tensor`` of
+    ``monai/metrics/hausdorff_distance.py`` and ``surface_distance.py``, 1.6): refuse fewer than three dimensions,
+    and zero ``ignore_index`` voxels in both tensors."""
+    if y_pred.dim() < 3:
+        raise ValueError("y_pred should have at least three dimensions.")
+    mask = create_ignore_mask(y, ignore_index)
+    return (y_pred, y) if mask is None else (y_pred * mask, y * mask)

@@ -5,12 +5,13 @@ from typing import Any
 
 import torch
 from monai.metrics import hausdorff_distance as _monai
-from monai.metrics.utils import create_ignore_mask, ignore_background
+from monai.metrics.utils import ignore_background
 from monai.utils import convert_data_type
 
 from fastgsl import metrics as _fm
 from fastgsl.monai._fallback import answered, fall_back
-from fastgsl.monai.metrics._common import check_percentile, foreground, present, spacing_rows, warn_empty
+from fastgsl.monai.metrics._common import (check_percentile, foreground, masked_batch, present, spacing_rows,
+                                            warn_empty)
 
 
 def compute_hausdorff_distance(y_pred, y, include_background: bool = False, distance_metric: str = "euclidean",
@@ -68,11 +69,7 @@ class HausdorffDistanceMetric(_monai.HausdorffDistanceMetric):
     from MONAI; each batch is computed by :func:`compute_hausdorff_distance` above."""
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        if y_pred.ndimension() < 3:
-            raise ValueError("y_pred should have at least three dimensions.")
-        mask = create_ignore_mask(y, self.ignore_index)
-        if mask is not None:
-            y_pred, y = y_pred * mask, y * mask
+        y_pred, y = masked_batch(y_pred, y, self.ignore_index)
         return compute_hausdorff_distance(y_pred, y, include_background=self.include_background,
                                           distance_metric=self.distance_metric, percentile=self.percentile,
                                           directed=self.directed, spacing=kwargs.get("spacing"),

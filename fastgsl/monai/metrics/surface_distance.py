@@ -5,12 +5,12 @@ from typing import Any
 
 import torch
 from monai.metrics import surface_distance as _monai
-from monai.metrics.utils import create_ignore_mask, ignore_background
+from monai.metrics.utils import ignore_background
 from monai.utils import convert_data_type
 
 from fastgsl import metrics as _fm
 from fastgsl.monai._fallback import answered, fall_back
-from fastgsl.monai.metrics._common import foreground, present, spacing_rows, warn_empty
+from fastgsl.monai.metrics._common import foreground, masked_batch, present, spacing_rows, warn_empty
 
 
 def compute_average_surface_distance(y_pred, y, include_background: bool = False, symmetric: bool = False,
@@ -50,11 +50,7 @@ class SurfaceDistanceMetric(_monai.SurfaceDistanceMetric):
     by :func:`compute_average_surface_distance` above; ``aggregate()``, ``reset()``, ``get_not_nans`` are MONAI's."""
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        if y_pred.dim() < 3:
-            raise ValueError("y_pred should have at least three dimensions.")
-        mask = create_ignore_mask(y, self.ignore_index)
-        if mask is not None:
-            y_pred, y = y_pred * mask, y * mask
+        y_pred, y = masked_batch(y_pred, y, self.ignore_index)
         return compute_average_surface_distance(y_pred, y, include_background=self.include_background,
                                                 symmetric=self.symmetric, distance_metric=self.distance_metric,
                                                 spacing=kwargs.get("spacing"), ignore_index=self.ignore_index)
