@@ -18,8 +18,8 @@ Peers, per convention:
   called once per map (its API takes no batch) and MONAI's ``distance_transform_edt`` wrapper.
 
 CPU thread count: fastgsl uses ``torch.get_num_threads()``; SimpleITK its global default; ``edt`` gets the same
-number; scipy is single-threaded.  The module's ``summary`` fixture prints the ratios of the medians (``-s`` to see them).
-Peer timings include building each class mask and converting the result to an array (what a user runs).
+number; scipy is single-threaded.  The module's ``summary`` fixture prints the ratios of the medians (``-s`` to see
+them). Peer timings include building each class mask and converting the result to an array (what a user runs).
 
 Memory floor: ``copy f64`` is a torch copy of one float64 per voxel of every map (the size of the EDT's float64
 workspace: 8 bytes read and 8 written per voxel), timed in the same run; every time is also given in ns per voxel of

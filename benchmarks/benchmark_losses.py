@@ -110,7 +110,8 @@ def main():
               f"{mem / mist[3]:.2f}x |")
     moved, copy_s = bytes_moved(), copy_seconds(bytes_moved())
     print(f"\nfastgsl moves {moved / 1e6:.0f} MB (both passes): {moved / ours[1] / 1e9:.2f} GB/s at its best time; "
-          f"a torch copy of the same bytes (read + write) takes {copy_s * 1e3:.1f} ms, {moved / copy_s / 1e9:.2f} GB/s: "
+          f"a torch copy of the same bytes (read + write) takes {copy_s * 1e3:.1f} ms, "
+          f"{moved / copy_s / 1e9:.2f} GB/s: "
           f"fastgsl runs at {copy_s / ours[1]:.0%} of the copy bandwidth")
 
 

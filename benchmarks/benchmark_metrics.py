@@ -8,8 +8,8 @@ Workloads:
   and white matter), predicted as the same map shifted by 2 voxels.
 
 The blob masks (``batch``, ``pair``) are ellipsoids with a wavy surface; the prediction is shifted, rescaled and
-carries a small false positive far away, so that HD, HD95 and ASD all differ.  The folded map thresholds a
-smoothed random field (sigma 6 voxels) at two levels, so that its surfaces fold everywhere: a third of its foreground voxels
+carries a small false positive far away, so that HD, HD95 and ASD all differ.  The folded map thresholds a smoothed
+random field (sigma 6 voxels) at two levels, so that its surfaces fold everywhere: a third of its foreground voxels
 are edge voxels (the blobs: a few percent), where the k-d tree gains little over the dense EDT.  Peers:
 
 * ``fastgsl``: ``convention="monai"`` (the numbers MONAI gives), on ``FASTGSL_BENCH_DEVICE`` (default cpu), with the

@@ -156,8 +156,8 @@ def measure(sizes=SIZES, peer_max=PEER_MAX):
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, " \
-           f"torch {torch.__version__}"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
 def plot(results, path: Path):

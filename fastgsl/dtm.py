@@ -28,8 +28,8 @@ a number ``v``
 Spacing is given per spatial axis in the tensor's axis order (not ITK's reversed x, y, z order).
 
 Engine: :mod:`fastgsl.ops.edt` computes every map of a batch in one launch sequence of the exact EDT kernel
-(``kernels/edt_kernel.cu``): through CuPy on the tensor's CUDA device and torch's current stream, or with the same source
-built for the host on CPU tensors.  scipy is used only when the host library is unavailable, with a warning.
+(``kernels/edt_kernel.cu``): through CuPy on the tensor's CUDA device and torch's current stream, or with the same
+source built for the host on CPU tensors.  scipy is used only when the host library is unavailable, with a warning.
 The result is exact: with unit spacing it equals scipy's float64 distances rounded to float32.
 """
 from __future__ import annotations

@@ -1,10 +1,10 @@
 // Host (CPU) kernels of the statistics pass and the gradient pass of fastgsl.ops.voxel_stats.
 //
-// The formulas and the (B, C, NK) layout are fastgsl/ops/voxel_stats/layout.py, from which voxel_stats_layout.h
-// is generated; this file is the C++ twin of the chunked PyTorch passes in fastgsl/ops/voxel_stats/host.py and of
-// the Triton kernels in fastgsl/ops/voxel_stats/triton_passes.py.  Each pass is one loop over voxels: a group of 8 voxels is loaded for all C classes,
-// activated (softmax over the classes, or sigmoid) in registers, compared with its labels and accumulated or
-// differentiated right away, so nothing of the logits' size is written except the gradient.
+// The formulas and the (B, C, NK) layout are fastgsl/ops/voxel_stats/layout.py, from which voxel_stats_layout.h is
+// generated; this file is the C++ twin of the chunked PyTorch passes in fastgsl/ops/voxel_stats/host.py and of the
+// Triton kernels in fastgsl/ops/voxel_stats/triton_passes.py.  Each pass is one loop over voxels: a group of 8 voxels
+// is loaded for all C classes, activated (softmax over the classes, or sigmoid) in registers, compared with its
+// labels and accumulated or differentiated right away, so nothing of the logits' size is written except the gradient.
 //
 // Determinism: the N voxels of each batch item are cut into fixed blocks of kBlock voxels.  A block's sums are
 // accumulated in 8 fp32 lanes (one lane per voxel position of a group, always in voxel order), the lanes are

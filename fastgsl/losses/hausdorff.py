@@ -28,7 +28,10 @@ class HausdorffLoss(StatsLoss):
             return None
         with torch.no_grad():
             z = x.logits.float()
-            p = torch.softmax(z, 1) if self.activation == "softmax" else torch.sigmoid(z) if self.activation == "sigmoid" else z
+            if self.activation == "softmax":
+                p = torch.softmax(z, 1)
+            else:
+                p = torch.sigmoid(z) if self.activation == "sigmoid" else z
             return _dtm.signed_distance(p > 0.5, self.spacing, spatial_dims=x.spatial_dims,
                                         convention=self.dtm_convention)
 

@@ -38,9 +38,9 @@ Hausdorff distance (``hausdorff_distance``): ``max(Q_p(D(P->T)), Q_p(D(T->P)))``
 ``directed=True``.  ``Q_p`` is the maximum when ``percentile`` is None, otherwise the linear-interpolated quantile
 of numpy's / torch's default method: with the set sorted as ``v_0 <= ... <= v_{n-1}``, ``r = p/100 * (n - 1)``,
 ``Q_p = v_floor(r) + (r - floor(r)) * (v_ceil(r) - v_floor(r))``.  The two order statistics are found by an exact
-selection (:func:`segment_quantile`: per segment on the CPU, a batched radix selection on the float bits
-elsewhere; no sort of the distance sets); ``r`` is evaluated in float64.  Note: MONAI treats ``percentile=0`` as "no percentile" and returns the maximum; here 0 means
-the minimum.
+selection (:func:`segment_quantile`: per segment on the CPU, a batched radix selection on the float bits elsewhere; no
+sort of the distance sets); ``r`` is evaluated in float64.  Note: MONAI treats ``percentile=0`` as "no percentile" and
+returns the maximum; here 0 means the minimum.
 
 Average surface distance (``average_surface_distance``): ``"monai"``, symmetric: the mean of the union (the
 concatenation) of both directed sets, ``(sum D(P->T) + sum D(T->P)) / (|E(P)| + |E(T)|)``; ``"paper"``, symmetric:

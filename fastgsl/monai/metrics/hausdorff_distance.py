@@ -27,9 +27,9 @@ def compute_hausdorff_distance(y_pred, y, include_background: bool = False, dist
 
     Empty masks, MONAI's values (kept because this layer promises MONAI's numbers): both empty -> nan; one empty ->
     inf, but nan with a percentile (``monai/metrics/hausdorff_distance.py`` of MONAI 1.6.1 takes ``torch.quantile``
-    of all-inf distances, which interpolates ``inf - inf``; MONAI issue #9095).  fastgsl's own policy differs and is chosen explicitly there: ``fastgsl.metrics.
-    hausdorff_distance(..., empty="nan")`` gives inf for one empty mask with or without a percentile, and
-    ``empty="paper"`` gives 0 / the image diagonal.  The class ``ignore_index`` gets nan, as in MONAI.
+    of all-inf distances, which interpolates ``inf - inf``; MONAI issue #9095).  fastgsl's own policy differs and
+    is chosen explicitly there: ``fastgsl.metrics.hausdorff_distance(..., empty="nan")`` gives inf for one empty
+    mask with or without a percentile, and ``empty="paper"`` gives 0 / the image diagonal.  The class ``ignore_index`` gets nan, as in MONAI.
 
     Falls back to MONAI's function (one-time ``FallbackWarning``) for ``distance_metric`` other than
     ``"euclidean"``: fastgsl's EDT and k-d tree are Euclidean only.
