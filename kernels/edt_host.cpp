@@ -317,16 +317,15 @@ namespace {
 template <typename T>
 void edt_first_itk_lines(const T* labels, double* F, long long begin, long long end, long long C, int nonzero,
                          long long n0, long long n1, long long n2, double s) {
-    const long long rows = n0 * n1, N = rows * n2, n = n2;
+    const long long rows = n0 * n1, n = n2;
     const double inf = edt_inf();
     std::vector<unsigned char> bg((size_t)n + 2), site((size_t)n), in((size_t)n);
     for (long long line = begin; line < end; ++line) {
-        const long long item = line / rows, row = line % rows;
-        const long long b = nonzero ? item : item / C;
-        const long long cls = nonzero ? -1LL : item % C;
-        const T* lab = labels + b * N;
-        const T* cur = lab + row * n2;
-        double* f = F + item * N + row * n2;
+        const EdtRow<T> r = edt_first_row(labels, F, line, C, nonzero, rows, n2);
+        const long long row = r.row, cls = r.cls;
+        const T* lab = r.lab;
+        const T* cur = r.cur;
+        double* f = r.f;
         const long long i0 = row / n1, i1 = row % n1;
         // byte labels compared as bytes (same test: cls fits); the compiler then runs 16 columns per instruction
         const bool narrow = std::is_same<T, unsigned char>::value && cls >= 0 && cls <= 255;

@@ -54,20 +54,41 @@ EDT_DEV bool edt_inside(T v, long long cls) {
     return cls < 0 ? (v != (T)0) : ((long long)v == cls);
 }
 
+// Line `line` of the first pass, on the (item, i0, i1) grid of rows: the item's label volume, the row it reads, the
+// row of F it writes, its index among the item's rows, and the class it tests (-1: the nonzero test of a mask).
+template <typename T>
+struct EdtRow {
+    const T* lab;
+    const T* cur;
+    double* f;
+    long long row, cls;
+};
+
+template <typename T>
+EDT_DEV EdtRow<T> edt_first_row(const T* labels, double* F, long long line, long long C, int nonzero,
+                                long long rows, long long n2) {
+    const long long N = rows * n2, item = line / rows;
+    const long long b = nonzero ? item : item / C;
+    EdtRow<T> r;
+    r.row = line % rows;
+    r.cls = nonzero ? -1LL : item % C;
+    r.lab = labels + b * N;
+    r.cur = r.lab + r.row * n2;
+    r.f = F + item * N + r.row * n2;
+    return r;
+}
+
 // First pass, along the contiguous axis, for the line `line` of the (item, i0, i1) grid.
 // Reads the label (or mask) rows it needs; writes F[item, i0, i1, :] = +-(squared 1-D distance), sign bit set
 // on object voxels, +-inf where the line has no site of the wanted kind.
 template <typename T>
 EDT_DEV void edt_first_line(const T* EDT_RESTRICT labels, double* EDT_RESTRICT F, long long line, long long C,
                             int nonzero, long long n0, long long n1, long long n2, double s, int mode) {
-    const long long rows = n0 * n1;
-    const long long N = rows * n2;
-    const long long item = line / rows, row = line % rows;
-    const long long b = nonzero ? item : item / C;
-    const long long cls = nonzero ? -1LL : item % C;
-    const T* lab = labels + b * N;
-    const T* cur = lab + row * n2;
-    double* f = F + item * N + row * n2;
+    const EdtRow<T> r = edt_first_row(labels, F, line, C, nonzero, n0 * n1, n2);
+    const long long row = r.row, cls = r.cls;
+    const T* lab = r.lab;
+    const T* cur = r.cur;
+    double* f = r.f;
     const long long n = n2;
     const double inf = edt_inf();
 
