@@ -1,4 +1,4 @@
-"""Benchmarks of the fused voxel-statistics kernels (``kernels/voxel_stats.py``).
+"""Benchmarks of the fused voxel-statistics kernels (``fastgsl/ops/voxel_stats/triton_passes.py``).
 
 Run (not collected by default; ``testpaths`` is ``tests``)::
 

@@ -1,6 +1,6 @@
 // Host build of kernels/edt_kernel.cu: the CUDA built-ins become a per-thread range of lines, and each "kernel" runs on
 // std::threads (not OpenMP, which would clash with the OpenMP runtime torch ships).  Loaded with ctypes by
-// fastgsl/edt.py, so it links against neither Python nor torch.  Built by setup.py (fastgsl._edt_host) or,
+// fastgsl/ops/edt.py, so it links against neither Python nor torch.  Built by setup.py (fastgsl._edt_host) or,
 // in a source checkout, compiled on first use into a cache directory.
 #include <algorithm>
 #include <atomic>
@@ -463,7 +463,7 @@ extern "C" int fastgsl_edt_simd(int set) {
 
 extern "C" int fastgsl_edt_abi_version() { return 3; }
 
-// sha256 prefix of the sources this library was built from (set by setup.py and by fastgsl.edt's on-demand
+// sha256 prefix of the sources this library was built from (set by setup.py and by fastgsl.ops.edt's on-demand
 // build), so that a library left over from older sources is recognised as stale.
 #ifndef FASTGSL_EDT_SOURCE_HASH
 #define FASTGSL_EDT_SOURCE_HASH "unknown"

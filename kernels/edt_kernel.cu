@@ -1,7 +1,7 @@
 // Exact Euclidean distance transforms, signed, batched, straight from label maps.
 //
 // One source, two builds:
-//   * CUDA: compiled at run time by CuPy (NVRTC) and launched from fastgsl/edt.py; one thread per 1-D line.
+//   * CUDA: compiled at run time by CuPy (NVRTC) and launched from fastgsl/ops/edt.py; one thread per 1-D line.
 //   * host: kernels/edt_host.cpp defines EDT_HOST and the few macros below, then #includes this file, so the
 //     very same line routines run on CPU threads (that is how CI without a GPU executes this logic).
 //
@@ -18,7 +18,7 @@
 // to the site set (contour or given sites) instead, still with the object's sign bit.
 //
 // Modes (the `mode` argument):
-//   0 EDT_SITES     distance to the nonzero voxels, unsigned, +inf if there are none (fastgsl.edt contract)
+//   0 EDT_SITES     distance to the nonzero voxels, unsigned, +inf if there are none (fastgsl.ops.edt contract)
 //   1 EDT_ITK       distance to the 8/26-connected contour (object voxels with a background voxel among their
 //                   full neighbourhood; outside the image is not background), -inside/+outside
 //                   == SimpleITK SignedMaurerDistanceMap(insideIsPositive=False, squaredDistance=False,

@@ -392,7 +392,8 @@ template <int ZK, int TK, int ACT>
 void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbpb, double* partials) {
     const long long C = a.C, N = a.N;
     const int need = a.need;
-    const bool want_ce = need & (1 << S_CE), want_d = need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS));
+    const bool want_ce = need & (1 << S_CE);
+    const bool want_d = need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS));
     Scratch s(C);
     for (long long blk = blk0; blk < blk1; ++blk) {
         const long long b = blk / nbpb, i0 = (blk % nbpb) * kBlock, i1 = std::min(N, i0 + kBlock);
@@ -534,7 +535,8 @@ int run_forward(const Args& a, float* out, int nthreads, Fwd fwd) {
     } catch (...) {
         return 1;
     }
-    int rc = parallel_blocks(nblocks, nthreads, [&](long long b0, long long b1) { fwd(a, b0, b1, nbpb, partials.data()); });
+    int rc = parallel_blocks(nblocks, nthreads,
+                             [&](long long b0, long long b1) { fwd(a, b0, b1, nbpb, partials.data()); });
     if (rc) return rc;
     for (long long b = 0; b < a.B; ++b) {
         for (long long j = 0; j < CK; ++j) {
