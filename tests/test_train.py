@@ -14,7 +14,7 @@ import pytest
 import torch
 
 pytest.importorskip("monai", reason="the training script needs MONAI (the train extra)")
-nib = pytest.importorskip("nibabel", reason="the MSD loader needs nibabel (the train extra)")
+pytest.importorskip("nibabel", reason="the MSD loader needs nibabel (the train extra)")
 pytest.importorskip("matplotlib", reason="the figures need matplotlib (the train extra)")
 
 from fastgsl.train import checkpoint, layouts, preprocess  # noqa: E402
@@ -24,6 +24,7 @@ from fastgsl.train.dataset import make_folds, preprocess_dataset  # noqa: E402
 from fastgsl.train.model import plan_network  # noqa: E402
 from fastgsl.train.objectives import build_loss, parse_schedule  # noqa: E402
 from fastgsl.train.preprocess import Case, TaskSpec  # noqa: E402
+from dataset_files import write_msd  # noqa: E402
 from fastgsl.train.sampling import PatchDataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,25 +238,6 @@ def test_cli_parsing_and_bad_flags():
 
 
 # -- MSD loader and the paper's preprocessing -------------------------------------------------------------------
-def _write(path: Path, arr, spacing):
-    img = nib.Nifti1Image(np.asarray(arr), np.diag(list(spacing) + [1.0]))
-    img.header.set_zooms(tuple(spacing) + (1.0,) * (np.ndim(arr) - 3))
-    nib.save(img, str(path))
-
-
-def _msd(root: Path, cases, modality, labels):
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    training = []
-    for name, image, label, spacing in cases:
-        _write(root / "imagesTr" / f"{name}.nii.gz", image, spacing)
-        _write(root / "labelsTr" / f"{name}.nii.gz", label, spacing)
-        training.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps({"name": root.name, "modality": modality, "labels": labels,
-                                                   "training": training}))
-    return root
-
-
 def test_msd_ct_resampling_window_and_zscore(tmp_path):
     rng = np.random.default_rng(1)
     spacings = [(0.8, 0.8, 2.0), (0.7, 0.7, 5.0), (0.9, 0.9, 3.0)]
@@ -268,7 +250,7 @@ def test_msd_ct_resampling_window_and_zscore(tmp_path):
         lab[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2]] = 2          # a "tumour" inside: still liver
         img = rng.normal(40, 30, shape) + 60 * (lab > 0)
         cases.append((f"ct{i}", img.astype(np.float32), lab, sp))
-    root = _msd(tmp_path / "Task03_Liver", cases, {"0": "CT"}, {"0": "background", "1": "liver", "2": "cancer"})
+    root = write_msd(tmp_path / "Task03_Liver", cases, {"0": "CT"}, {"0": "background", "1": "liver", "2": "cancer"})
     info = layouts.read_dataset(root)
     assert info.layout == "msd"
     raw = [layouts.load_case(info, i) for i in range(3)]
@@ -312,7 +294,7 @@ def test_msd_mr_crop_zscore_nonzero_and_regions(tmp_path):
     lab[9:11, 8:10, 7:9] = 3       # enhancing
     img = np.zeros(shape + (4,), np.float32)
     img[3:17, 2:16, 2:14] = rng.uniform(1, 5, (14, 14, 12, 4))
-    root = _msd(tmp_path / "Task01_BrainTumour", [("b0", img, lab, (1.0, 1.0, 1.0)), ("b1", img, lab, (1.0, 1.0, 1.0))],
+    root = write_msd(tmp_path / "Task01_BrainTumour", [("b0", img, lab, (1.0, 1.0, 1.0)), ("b1", img, lab, (1.0, 1.0, 1.0))],
                 {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
                 {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"})
     spec, pre = preprocess_dataset(root, None, tmp_path / "cache")
@@ -336,7 +318,7 @@ def test_msd_errors_are_clear(tmp_path):
         layouts.read_dataset(tmp_path)
     lab = np.zeros((6, 6, 6), np.uint8)
     lab[2, 2, 2] = 5
-    root = _msd(tmp_path / "bad", [("x", np.ones((6, 6, 6), np.float32), lab, (1.0, 1.0, 1.0))], {"0": "CT"},
+    root = write_msd(tmp_path / "bad", [("x", np.ones((6, 6, 6), np.float32), lab, (1.0, 1.0, 1.0))], {"0": "CT"},
                 {"0": "background", "1": "liver"})
     with pytest.raises(ValueError, match="values \\[5\\] that dataset.json's labels do not list"):
         layouts.load_case(layouts.read_dataset(root), 0)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 pytest.importorskip("monai", reason="the training script needs MONAI (the train extra)")
-nib = pytest.importorskip("nibabel", reason="the dataset readers need nibabel (the train extra)")
+pytest.importorskip("nibabel", reason="the dataset readers need nibabel (the train extra)")
 pytest.importorskip("matplotlib", reason="the figures need matplotlib (the train extra)")
 
 from fastgsl.train import figures, layouts, preprocess, report  # noqa: E402
@@ -26,19 +26,13 @@ from fastgsl.train.cli import parse_config  # noqa: E402
 from fastgsl.train.dataset import preprocess_dataset  # noqa: E402
 from fastgsl.train.objectives import voxel_counts  # noqa: E402
 from fastgsl.train.preprocess import Case, TaskSpec  # noqa: E402
+from dataset_files import write_msd, write_nifti, write_nnunet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (20, 20, 12)
 
 
 # -- writing tiny datasets ------------------------------------------------------------------------------------------
-def _nii(path: Path, arr, spacing) -> None:
-    arr = np.asarray(arr)
-    img = nib.Nifti1Image(arr, np.diag(list(spacing)[:3] + [1.0] * (4 - min(len(spacing), 3))))
-    img.header.set_zooms(tuple(spacing) + (1.0,) * (arr.ndim - len(spacing)))
-    nib.save(img, str(path))
-
-
 def _tissue(rng, k: int, shape=SHAPE):
     """A label map with ``k`` nested blobs (values 1..k) and a matching intensity image (every voxel non-zero)."""
     grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
@@ -50,46 +44,10 @@ def _tissue(rng, k: int, shape=SHAPE):
     return image.astype(np.float32), label
 
 
-def _nnunet(root: Path, cases, channels: dict, labels: dict, ending: str = ".nii.gz", **meta) -> Path:
-    """``cases``: ``[(name, [one array per channel], label, spacing)]``, written as nnU-Net v2 raw."""
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    for name, chans, label, spacing in cases:
-        for c, arr in enumerate(chans):
-            _write(root / "imagesTr" / f"{name}_{c:04d}{ending}", arr, spacing)
-        _write(root / "labelsTr" / f"{name}{ending}", label, spacing)
-    (root / "dataset.json").write_text(json.dumps({"name": root.name, "channel_names": channels, "labels": labels,
-                                                   "numTraining": len(cases), "file_ending": ending, **meta}))
-    return root
-
-
-def _write(path: Path, arr, spacing) -> None:
-    if path.name.endswith((".nii", ".nii.gz")):
-        _nii(path, arr, spacing)
-        return
-    import SimpleITK as sitk
-    img = sitk.GetImageFromArray(np.asarray(arr).transpose(tuple(range(np.ndim(arr)))[::-1]))
-    img.SetSpacing(tuple(float(s) for s in spacing))
-    sitk.WriteImage(img, str(path))
-
-
-def _msd(root: Path, cases, modality: dict, labels: dict) -> Path:
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    training = []
-    for name, image, label, spacing in cases:
-        _nii(root / "imagesTr" / f"{name}.nii.gz", image, spacing)
-        _nii(root / "labelsTr" / f"{name}.nii.gz", label, spacing)
-        training.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps({"name": root.name, "modality": modality, "labels": labels,
-                                                   "training": training}))
-    return root
-
-
 def _brain_tissue_msd(root: Path, n: int = 3) -> Path:
     rng = np.random.default_rng(0)
     cases = [(f"b{i}", *_tissue(rng, 2), (1.0, 1.0, 2.0 + 0.5 * i)) for i in range(n)]
-    return _msd(root, cases, {"0": "MRI"}, {"0": "background", "1": "grey matter", "2": "white matter"})
+    return write_msd(root, cases, {"0": "MRI"}, {"0": "background", "1": "grey matter", "2": "white matter"})
 
 
 def _multiclass_mr(root: Path, n: int = 4) -> Path:
@@ -98,7 +56,7 @@ def _multiclass_mr(root: Path, n: int = 4) -> Path:
     for i in range(n):
         image, label = _tissue(rng, 2)
         cases.append((f"brain_{i:03d}", [image], label, (1.0, 1.0, 2.0 if i % 2 else 2.5)))
-    return _nnunet(root, cases, {"0": "T1"}, {"background": 0, "grey matter": 1, "white matter": 2})
+    return write_nnunet(root, cases, {"0": "T1"}, {"background": 0, "grey matter": 1, "white matter": 2})
 
 
 def _multimodal(root: Path, n: int = 4) -> Path:
@@ -108,7 +66,7 @@ def _multimodal(root: Path, n: int = 4) -> Path:
         image, label = _tissue(rng, 2)
         adc = 500.0 + 300.0 * (label == 1) - 200.0 * (label == 2) + 40.0 * rng.standard_normal(SHAPE)
         cases.append((f"prostate_{i:02d}", [100 * image, adc.astype(np.float32)], label, (1.0, 1.0, 2.0)))
-    return _nnunet(root, cases, {"0": "T2", "1": "ADC"}, {"background": 0, "peripheral zone": 1,
+    return write_nnunet(root, cases, {"0": "T2", "1": "ADC"}, {"background": 0, "peripheral zone": 1,
                                                           "transition zone": 2})
 
 
@@ -118,7 +76,7 @@ def _regions(root: Path, n: int = 4, names=("lesion", "core")) -> Path:
     for i in range(n):
         image, label = _tissue(rng, 2)
         cases.append((f"case{i}", [image], label, (1.0, 1.0, 2.0)))
-    return _nnunet(root, cases, {"0": "FLAIR"}, {"background": 0, names[0]: [1, 2], names[1]: 2},
+    return write_nnunet(root, cases, {"0": "FLAIR"}, {"background": 0, names[0]: [1, 2], names[1]: 2},
                    regions_class_order=[1, 2])
 
 
@@ -193,13 +151,13 @@ def test_brats_naming_gives_regions_and_partial_naming_is_ambiguous(tmp_path):
     image, label = _tissue(rng, 3)
     cases = [("t0", image, label, (1.0, 1.0, 1.0)), ("t1", image, label, (1.0, 1.0, 1.0))]
     brats = {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}
-    root = _msd(tmp_path / "brats", cases, {"0": "FLAIR"}, brats)
+    root = write_msd(tmp_path / "brats", cases, {"0": "FLAIR"}, brats)
     spec, _ = preprocess_dataset(root, None, tmp_path / "cache")
     assert spec.kind == "regions" and spec.class_names == preprocess.REGION_NAMES and spec.paper == "BraTS"
     multi, pre = preprocess_dataset(root, "multiclass", tmp_path / "cache")
     assert multi.kind == "labels" and multi.class_names == ("edema", "non-enhancing tumor", "enhancing tumour")
     assert np.array_equal(pre[0].target, label)
-    partial = _msd(tmp_path / "partial", cases, {"0": "FLAIR"}, {"0": "background", "1": "edema", "2": "necrosis",
+    partial = write_msd(tmp_path / "partial", cases, {"0": "FLAIR"}, {"0": "background", "1": "edema", "2": "necrosis",
                                                                  "3": "cyst"})
     with pytest.raises(ValueError, match="unclear.*--task multiclass"):
         preprocess_dataset(partial, None, tmp_path / "cache")
@@ -260,7 +218,7 @@ def test_multimodal_ct_and_mr_channels_normalised_each_by_its_modality_sitk_read
         image, label = _tissue(rng, 1)
         ct = (40 + 60 * label + 30 * rng.standard_normal(SHAPE)).astype(np.float32)
         cases.append((f"pet{i}", [ct, 10 * image + i], label, (0.8, 0.9, 2.0)))
-    root = _nnunet(tmp_path / "ctmr", cases, {"0": "CT", "1": "T2"}, {"background": 0, "tumour": 1}, ".mha")
+    root = write_nnunet(tmp_path / "ctmr", cases, {"0": "CT", "1": "T2"}, {"background": 0, "tumour": 1}, ".mha")
     info = layouts.read_dataset(root)
     raw = [layouts.load_case(info, i) for i in range(3)]
     np.testing.assert_array_equal(raw[1].image[0], cases[1][1][0])
@@ -351,7 +309,7 @@ def _edit(root: Path, fn):
 
 def _rewrite(path: Path, arr, spacing=(1.0, 1.0, 2.0)):
     path.unlink()
-    _nii(path, arr, spacing)
+    write_nifti(path, arr, spacing)
 
 
 ERRORS = {
@@ -359,7 +317,7 @@ ERRORS = {
                              FileNotFoundError, "prostate_01.*missing file.*prostate_01_0001.nii.gz"),
     "label without image": (lambda r: [(r / "imagesTr" / f"prostate_02_000{c}.nii.gz").unlink() for c in (0, 1)],
                             FileNotFoundError, "prostate_02.*has no image"),
-    "extra channel": (lambda r: _nii(r / "imagesTr" / "prostate_00_0002.nii.gz", np.ones(SHAPE), (1.0, 1.0, 2.0)),
+    "extra channel": (lambda r: write_nifti(r / "imagesTr" / "prostate_00_0002.nii.gz", np.ones(SHAPE), (1.0, 1.0, 2.0)),
                       ValueError, "prostate_00.*prostate_00_0002.nii.gz is channel 2.*lists 2 channel"),
     "label value not listed": (lambda r: _rewrite(r / "labelsTr" / "prostate_01.nii.gz",
                                                   np.full(SHAPE, 7, np.uint8)),
@@ -405,7 +363,7 @@ def test_bad_msd_cases_stop_with_the_case_and_file_named(tmp_path):
         layouts.read_dataset(root)
     rng = np.random.default_rng(7)
     image, label = _tissue(rng, 2)
-    two = _msd(tmp_path / "mm", [("m0", np.stack([image, image], -1), label, (1.0, 1.0, 1.0))],
+    two = write_msd(tmp_path / "mm", [("m0", np.stack([image, image], -1), label, (1.0, 1.0, 1.0))],
                {"0": "T1", "1": "T2", "2": "FLAIR"}, {"0": "background", "1": "a", "2": "b"})
     with pytest.raises(ValueError, match="case m0: .*m0.nii.gz has 2 channel\\(s\\) but dataset.json lists 3"):
         layouts.load_case(layouts.read_dataset(two), 0)
