@@ -65,10 +65,9 @@ def check_inputs(logits, target, activation: str, dtm=None) -> Inputs:
         if tuple(target.shape) == (B, 1) + spatial:
             target = target[:, 0]
         label_offset = 1 if (activation == "sigmoid" and C == 1) else 0
-    if dtm is not None:
-        check_tensor("dtm", dtm)
-        dtm = dtm.detach()
     check_tensors(logits, target, dtm)
+    if dtm is not None:
+        dtm = dtm.detach()
     if not target.dtype.is_floating_point:
         check_label_range("labels", target, C + label_offset,
                           f" for {C} channels with activation={activation!r}")
