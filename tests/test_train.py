@@ -57,12 +57,18 @@ def shared(tmp_path_factory):
 # -- end to end ---------------------------------------------------------------------------------------------------
 def test_end_to_end_two_losses_table_and_figures(shared, capsys):
     tmp = shared
+    threads = torch.get_num_threads()
     assert main(_tiny(tmp, "two", "--losses", "dice_ce", "gsl")) == 0
     printed = capsys.readouterr().out
+    # the run used one torch thread, and gave the caller's setting back
+    assert "1 torch thread(s) per process" in printed and torch.get_num_threads() == threads
     out = tmp / "two"
     rows = _csv(out / "results.csv")
     # 4 cases in 2 folds, fold 0 only: 2 held-out cases x 1 class x 2 losses
     assert len(rows) == 4 and {r["loss"] for r in rows} == {"dice_ce", "gsl"}
+    for r in rows:   # the component attribution of each case
+        assert int(r["missed"]) >= 0 and int(r["spurious"]) >= 0
+        assert 0 <= float(r["missed_fraction"]) <= 1 and 0 <= float(r["spurious_fraction"]) <= 1
     m = _metrics(rows)
     assert np.isfinite(m).all() and (m[:, 0] >= 0).all() and (m[:, 0] <= 1).all() and (m[:, 1:] >= 0).all()
     md = (out / "results.md").read_text()
@@ -235,6 +241,10 @@ def test_cli_parsing_and_bad_flags():
         parse_schedule("step", 10)
     assert parse_schedule("step:5", 20)[0] == "Step - 5"
     assert main(["--losses", "nope"]) == 2
+    # one torch thread by default (a CPU run repeats on any machine); 0 leaves torch's default
+    assert cfg.threads == 0 and parse_config([]).threads == 1 and parse_config(["--threads", "0"]).threads == 0
+    with pytest.raises(ValueError, match="--threads"):
+        parse_config(["--threads", "-1"])
 
 
 # -- MSD loader and the paper's preprocessing -------------------------------------------------------------------

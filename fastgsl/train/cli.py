@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-filters", type=int, help="cap on the filters (nnU-Net: 320)")
     a("--val-every", type=int, help="held-out evaluation every N epochs (and always at the end)")
     a("--workers", type=int, help="data-loader worker processes per rank")
+    a("--threads", type=int, help="torch intra-op threads per process (default 1: a CPU run repeats bit for bit on "
+                                  "any machine; 0: torch's default, one per core)")
     a("--sw-batch-size", type=int, help="windows per forward pass of the sliding-window inference")
     a("--device", choices=["auto", "cpu", "cuda"])
     a("--out", help="run folder")

@@ -24,7 +24,8 @@ from fastgsl.train.objectives import LOSS_LABELS
 METRICS = ("dice", "hd95", "asd")
 HEADER = "| Dataset | Task | {key} | Dice [↑] | Hausdorff 95 (mm) [↓] | Avg. Surface (mm) [↓] |"
 DICE_MARGIN = 0.01  # how far below is still "comparable Dice" (the paper gives no number)
-CSV_FIELDS = ("loss", "schedule", "seed", "fold", "case", "class", "dice", "hd95", "asd")
+CSV_FIELDS = ("loss", "schedule", "seed", "fold", "case", "class", "dice", "hd95", "asd", "missed", "spurious",
+              "missed_fraction", "spurious_fraction")
 
 
 def write_csv(path: Path, rows: list) -> None:

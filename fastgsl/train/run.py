@@ -4,7 +4,8 @@ Output folder (``--out``)::
 
     config.json          the configuration of this invocation
     train.log            the log (also printed)
-    results.csv          per-case metrics: loss, schedule, seed, fold, case, class, dice, hd95, asd
+    results.csv          per-case metrics: loss, schedule, seed, fold, case, class, dice, hd95, asd, and the
+                         unmatched components (missed, spurious and their voxel fractions)
     results.md           Table 1 (and Table 2) layout, the paper's rows beside ours, means with bootstrap
                          CIs, the paired differences and the verdicts
     predictions.png      ground truth and predictions on an easy, a medium and a hard case (Figs. 3 / 4)
@@ -21,6 +22,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from fastgsl.train import dataset as ds
 from fastgsl.train import distributed, figures, report
@@ -71,14 +74,21 @@ def run_experiment(cfg: TrainConfig) -> ExperimentResult:
     t_start = time.time()
     ctx = distributed.setup(cfg.device)
     out = Path(cfg.out)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        # the CPU kernels' results depend on how work is split over threads, so a fixed count makes a run repeat
+        # on any machine; several torch processes on few cores also stall each other when each runs many threads
+        torch.set_num_threads(cfg.threads)
     try:
         setup_logging(out, ctx.is_main)
         if ctx.is_main:
             (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
         log.info("fastgsl.train: %s on %s, %d process(es); losses %s; schedules %s; folds %s; %d epochs x %d "
-                 "iterations, batch %d, patch %s, AMP %s, DTM %s", cfg.data, ctx.device, ctx.world,
+                 "iterations, batch %d, patch %s, AMP %s, DTM %s, %d torch thread(s) per process", cfg.data, ctx.device,
+                 ctx.world,
                  ",".join(cfg.losses), ",".join(cfg.schedules), "all" if cfg.fold_ids is None else cfg.fold_ids,
-                 cfg.epochs, cfg.iters_per_epoch, cfg.batch_size, "x".join(map(str, cfg.patch_size)), cfg.amp, cfg.dtm)
+                 cfg.epochs, cfg.iters_per_epoch, cfg.batch_size, "x".join(map(str, cfg.patch_size)), cfg.amp, cfg.dtm,
+                 torch.get_num_threads())
         # rank 0 generates and preprocesses; the others then read its cache
         folder = spec = cases = None
         for turn in ("main", "others"):
@@ -132,4 +142,5 @@ def run_experiment(cfg: TrainConfig) -> ExperimentResult:
                      out / "predictions.png", ", ".join(shown), out / "curves.png")
         return ExperimentResult(rows, histories, md, vs, time.time() - t_start)
     finally:
+        torch.set_num_threads(threads)
         distributed.teardown(ctx)
