@@ -86,3 +86,27 @@ def test_summary_checks_the_three_targets():
     assert flat["targets_met"] == {"dice": True, "hd95_voxels": False, "std_over_mean": False}
     low = calibration.summarize([dict(r, dice=0.85) for r in rows], (1.7, 1.7, 4.7))
     assert not low["targets_met"]["dice"]
+
+
+def test_calibration_run_trains_dice_ce_on_the_variant_and_writes_its_summary(tmp_path, monkeypatch):
+    """The command end to end, at a tiny budget: the variant's data are generated with the changed design, only
+    Dice-CE trains, and the summary is written."""
+    import functools
+    import json
+
+    from fastgsl.train.config import TrainConfig
+    tiny = functools.partial(TrainConfig, num_cases=4, epochs=1, iters_per_epoch=1, patch_size=[16, 16, 8],
+                             filters=4, max_filters=16, val_every=1, sw_batch_size=64, device="cpu")
+    monkeypatch.setattr(calibration, "TrainConfig", tiny)
+    out = calibration.main(["--name", "big-satellites", "--out", str(tmp_path), "--set", "satellites=3,3",
+                            "--set", "satellite_radius=7,7"])
+    assert synthetic.LIVER_DESIGN == synthetic.LiverDesign()     # the variant does not leak out of the run
+    saved = json.loads((tmp_path / "big-satellites" / "calibration.json").read_text())
+    assert saved["design"]["satellites"] == [3, 3] and saved["cases"] == 2 and len(saved["per_case"]) == 2
+    assert out["name"] == "big-satellites" and set(out["targets_met"]) == {"dice", "hd95_voxels", "std_over_mean"}
+    runs = {p.name for p in (tmp_path / "big-satellites").iterdir() if p.is_dir()} - {"data", "preprocessed"}
+    assert runs == {"dice_ce"}
+    import nibabel as nib
+    label = nib.load(str(next((tmp_path / "big-satellites" / "data").glob("*/labelsTr/liver_000.nii.gz"))))
+    _, n = ndimage.label(np.asarray(label.dataobj) > 0, structure=np.ones((3, 3, 3), bool))
+    assert n >= 3   # the organ and satellites of radius 7 mm: the variant's data, not the default's

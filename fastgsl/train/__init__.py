@@ -4,6 +4,7 @@ One concept per module: ``synthetic`` (built-in data), ``layouts`` (MSD and nnU-
 preprocessing), ``dataset`` (data resolution, cache, folds), ``sampling`` (patches and augmentation),
 ``model`` (nnU-Net topology on MONAI DynUNet), ``objectives`` (losses, schedules, class weights),
 ``distributed`` (torchrun process group), ``loop`` (training one run), ``evaluate`` (sliding window and
-metrics), ``checkpoint``, ``paper`` (published tables), ``report``, ``figures``, ``config``, ``cli``, ``run``.
+metrics), ``checkpoint``, ``paper`` (published tables), ``statistics`` (intervals, paired tests, verdicts), ``report``,
+``figures``, ``config``, ``cli``, ``run``, ``calibration`` (the built-in task's baseline-only calibration).
 Needs the ``train`` extra (MONAI, nibabel, matplotlib, tqdm).
 """

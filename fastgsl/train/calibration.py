@@ -86,14 +86,18 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     design = design_from(args.set)
     folder = Path(args.out) / args.name
-    synthetic.LIVER_DESIGN = design   # the generator reads its design here; this process makes the variant's data
     cfg = TrainConfig(losses=["dice_ce"], data_dir=str(folder / "data"), out=str(folder), progress=False,
                       seeds=args.seeds)
     if args.num_cases:
         cfg.num_cases = args.num_cases
-    res = run_experiment(cfg)
-    _, cases = ds.preprocess_dataset(ds.resolve_data(cfg.data, cfg.task, cfg.data_dir, cfg.num_cases), cfg.task,
-                                     folder / "preprocessed", cfg.binary)
+    shipped = synthetic.LIVER_DESIGN
+    synthetic.LIVER_DESIGN = design   # the generator reads its design here
+    try:
+        res = run_experiment(cfg)
+        _, cases = ds.preprocess_dataset(ds.resolve_data(cfg.data, cfg.task, cfg.data_dir, cfg.num_cases), cfg.task,
+                                         folder / "preprocessed", cfg.binary)
+    finally:
+        synthetic.LIVER_DESIGN = shipped
     summary = summarize(res.rows, cases[0].spacing)
     summary.update(name=args.name, design=dataclasses.asdict(design), minutes=res.seconds / 60,
                    per_case=[(r["case"], round(r["dice"], 4), round(r["hd95"], 3), r["missed"], r["spurious"],
