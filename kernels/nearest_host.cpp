@@ -1,6 +1,6 @@
 // Exact distances from sparse query voxels to the nearest of a sparse set of site voxels, on the CPU.
 //
-// Surface metrics (fastgsl/metrics.py) need the distance from every edge voxel of one mask to the nearest edge
+// Surface metrics (fastgsl/metrics/distances.py) need the distance from every edge voxel of one mask to the nearest edge
 // voxel of the other: a few percent of the voxels on both sides.  On a GPU the dense EDT over the whole box
 // (kernels/edt_kernel.cu) is the fast way; on a CPU its cost grows with the box volume while the edges grow with its
 // surface, so there a k-d tree over the sites answers the queries instead (MONAI 1.6 made the same choice
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "host_parallel.h"
+#include "surface_voxels.h"
 
 namespace {
 
@@ -193,7 +194,82 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
     });
 }
 
-extern "C" int fastgsl_nearest_abi_version() { return 1; }
+// The surface voxels of nvol masks (surface_voxels.h): volume v starts at base[v / half] + off[v] (base[0]: pred,
+// base[1]: target, half = nvol / 2), with axis strides strides[0], strides[1] and a contiguous last axis; shape
+// holds (n0, n1, n2), n0 = 1 for 2-D.  For each of the nmodes modes, counts[m] receives the number of voxels
+// found; box the bounding box (lo0, lo1, lo2, hi0, hi1, hi2) of all of them.  Returns a handle for
+// fastgsl_surface_collect (which frees it), or null if out of memory.
+extern "C" void* fastgsl_surface_extract(const unsigned char* pred, const unsigned char* target, const long long* off,
+                                         long long nvol, int nd, const long long* shape, const long long* strides,
+                                         const int* modes, int nmodes, long long* counts, long long* box,
+                                         int nthreads) {
+    using namespace fastgsl_surface;
+    if (nmodes < 1 || nmodes > kMaxModes || nvol < 2 || nvol % 2) return nullptr;
+    Volumes V{{pred, target}, off, nvol, nvol / 2, nd, shape[0], shape[1], shape[2], strides[0], strides[1]};
+    Result* res = nullptr;
+    try {
+        res = new Result();
+    } catch (...) {
+        return nullptr;
+    }
+    if (extract(V, modes, nmodes, nthreads, *res)) {
+        delete res;
+        return nullptr;
+    }
+    for (int m = 0; m < nmodes; ++m) counts[m] = res->count(m);
+    for (int k = 0; k < 3; ++k) {
+        box[k] = 1LL << 62, box[3 + k] = -1;
+        for (const Found& f : res->parts)
+            box[k] = std::min(box[k], f.lo[k]), box[3 + k] = std::max(box[3 + k], f.hi[k]);
+    }
+    return res;
+}
+
+// Copies the lists of a fastgsl_surface_extract handle into lists[m] (counts[m] entries each, ascending), how
+// many of them lie in each volume into per_volume[m * nvol + v] and, where inside is not null, the per-volume
+// counts of voxels inside the other mask (SV_OUTSIDE); frees the handle.
+extern "C" void fastgsl_surface_collect(void* handle, long long** lists, long long* per_volume, long long* inside,
+                                        long long nvol) {
+    using namespace fastgsl_surface;
+    Result* res = static_cast<Result*>(handle);
+    for (int m = 0; m < res->nmodes; ++m) {
+        long long* o = lists[m];
+        long long* pv = per_volume + m * nvol;
+        for (long long v = 0; v < nvol; ++v) pv[v] = 0;
+        for (const Found& f : res->parts) {
+            std::memcpy(o, f.idx[m].data(), f.idx[m].size() * sizeof(long long));
+            o += f.idx[m].size();
+            for (long long v = 0; v < nvol; ++v) pv[v] += f.per_volume[m][(size_t)v];
+        }
+    }
+    if (inside) {
+        for (long long v = 0; v < nvol; ++v) inside[v] = 0;
+        for (const Found& f : res->parts)
+            for (size_t v = 0; v < f.inside.size(); ++v) inside[v] += f.inside[v];
+    }
+    delete res;
+}
+
+// Flat indices g into a (nvol, shape[0], shape[1], shape[2]) grid, re-expressed in the (nvol, ext[0], ext[1],
+// ext[2]) grid of the box that starts at lo (every voxel lies in the box); with swap, moved by half_vols volumes
+// to the other half of the grid (the other direction's map).
+extern "C" void fastgsl_surface_to_box(const long long* g, long long n, const long long* shape, const long long* lo,
+                                       const long long* ext, long long half_vols, int swap, long long* out,
+                                       int nthreads) {
+    const long long V = shape[0] * shape[1] * shape[2];
+    fastgsl_host::parallel_ranges(n, nthreads, [&](long long a, long long b, long long) {
+        for (long long i = a; i < b; ++i) {
+            long long v = g[i] / V, loc = g[i] - v * V;
+            const long long c2 = loc % shape[2];
+            loc /= shape[2];
+            const long long c1 = loc % shape[1], c0 = loc / shape[1];
+            if (swap) v = v < half_vols ? v + half_vols : v - half_vols;
+            out[i] = ((v * ext[0] + (c0 - lo[0])) * ext[1] + (c1 - lo[1])) * ext[2] + (c2 - lo[2]);
+        }
+    });
+}
+
+extern "C" int fastgsl_nearest_abi_version() { return 2; }
 
 #ifndef FASTGSL_NEAREST_SOURCE_HASH
 #define FASTGSL_NEAREST_SOURCE_HASH "unknown"

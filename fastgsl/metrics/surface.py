@@ -108,7 +108,7 @@ def surface_dice(pred: torch.Tensor, target: torch.Tensor, tolerance: float | Se
         return all_absent(B, C, p.device, empty, float("nan"), 1.0)
     # compare in float32 like MONAI (float32 distances against the threshold)
     tau = torch.tensor(tol, dtype=torch.float32, device=p.device)
-    good = torch.bincount(sets.seg[sets.values <= tau[sets.seg % C]], minlength=2 * B * C).view(2, B, C)
+    good = sets.within(tau).view(2, B, C)
     n = sets.counts.view(2, B, C)
     nsd = (good[0] + good[1]).to(torch.float64) / (n[0] + n[1]).clamp(min=1).to(torch.float64)
     nsd = apply_policy(nsd, sets.present_p, sets.present_t, empty, float("nan"), 0.0, 1.0, 0.0)
