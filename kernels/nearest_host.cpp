@@ -18,6 +18,7 @@
 // the thread that ran it.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -111,6 +112,7 @@ struct Search {
     const int* q;
     double best;
     int best_i;
+    double stop;  // the search may end once best <= stop (-1: never)
 
     // lower bound of the squared distance from q to any point of node n
     double bound(const Node& n) const {
@@ -120,6 +122,7 @@ struct Search {
     }
 
     void visit(int node) {
+        if (best <= stop) return;
         const Node& n = t.nodes[node];
         if (n.right < 0) {
             for (int i = n.begin; i < n.end; ++i) {
@@ -136,6 +139,28 @@ struct Search {
     }
 };
 
+// The largest squared distance d2 (a double) with (float)sqrt(d2) <= tau: a site is within tau iff its d2 is at
+// most this (sqrt and the float conversion are monotone, so the test on d2 is exact).  Bisection on the bits of
+// non-negative doubles, which order like the values.
+double within_limit(float tau) {
+    auto ok = [tau](double d2) { return (float)std::sqrt(d2) <= tau; };
+    const double above = (double)std::nextafter(tau, std::numeric_limits<float>::infinity());
+    unsigned long long lo, hi;
+    double a = (double)tau * (double)tau, b = above * above;
+    if (!ok(a)) a = 0.0;  // defensive: (double)tau squared rounds to a value whose root is tau
+    std::memcpy(&lo, &a, 8);
+    std::memcpy(&hi, &b, 8);
+    while (hi - lo > 1) {  // ok(lo), !ok(hi)
+        const unsigned long long mid = lo + (hi - lo) / 2;
+        double m;
+        std::memcpy(&m, &mid, 8);
+        (ok(m) ? lo : hi) = mid;
+    }
+    double r;
+    std::memcpy(&r, &lo, 8);
+    return r;
+}
+
 }  // namespace
 
 // Query segment s holds the voxels q_idx[q_off[s] .. q_off[s + 1]) (flat indices into a (nseg, *shape) grid,
@@ -143,10 +168,17 @@ struct Search {
 // s_off[k + 1]) with local index s_idx - k * V.  spacing holds nd values per query segment.  Writes
 // out[i] = (float)sqrt(min squared distance), +inf for a segment without sites.  Returns 0, or 1 if a worker
 // ran out of memory.
+//
+// goal 0: the exact distance of every query.  goal 1 (a Hausdorff distance: only the maximum per segment is read):
+// a query's search ends once it has found a site no farther than the largest exact distance of its segment so
+// far (on its thread), since it cannot raise the maximum; out[i] is then that site's distance, at most the
+// maximum, so every segment's maximum of out is exact.  goal 2 (surface Dice: only d <= tau[s] is read): the
+// search only looks within tau[s] and ends at the first site there; out[i] is that site's distance, or +inf if
+// there is none, so (out[i] <= tau) is exact.
 extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long* q_off, const long long* s_idx,
                                          const long long* s_off, const long long* site_of, long long nseg, int nd,
-                                         const long long* shape, const double* spacing, float* out,
-                                         int nthreads) {
+                                         const long long* shape, const double* spacing, float* out, int nthreads,
+                                         int goal, const float* tau) {
     if (nd < 1 || nd > 3) return 2;
     long long V = 1;
     for (int k = 0; k < nd; ++k) V *= shape[k];
@@ -175,21 +207,34 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
     return fastgsl_host::parallel_ranges(nq, nthreads, [&](long long a, long long b, long long) {
         long long s = std::upper_bound(q_off, q_off + nseg + 1, a) - q_off - 1;
         int prev = -1;  // the previous query's nearest site: queries come in raster order, so it is near
+        double seg_max = -1.0, limit = 0.0;
+        bool fresh = true;
         for (long long i = a; i < b; ++i) {
-            while (i >= q_off[s + 1]) ++s, prev = -1;
+            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true;
             const Tree& t = trees[(size_t)s];
             if (t.pts.empty()) {
                 out[i] = inf;
                 continue;
             }
+            if (fresh) {
+                seg_max = -1.0;
+                if (goal == 2) limit = within_limit(tau[s]);
+                fresh = false;
+            }
             const Geometry& g = geo[(size_t)s];
             int q[3];
             decode(q_idx[i] - s * V, g, q);
-            Search sr{t, g, q, std::numeric_limits<double>::infinity(), -1};
-            if (prev >= 0) sr.best = dist2(q, t.pts[(size_t)prev].c, g), sr.best_i = prev;
+            const double start = goal == 2 ? std::nextafter(limit, std::numeric_limits<double>::infinity())
+                                           : std::numeric_limits<double>::infinity();
+            Search sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0};
+            if (prev >= 0) {
+                const double d = dist2(q, t.pts[(size_t)prev].c, g);
+                if (d < sr.best) sr.best = d, sr.best_i = prev;
+            }
             sr.visit(0);
-            prev = sr.best_i;
-            out[i] = (float)std::sqrt(sr.best);
+            if (sr.best_i >= 0) prev = sr.best_i;
+            if (goal == 1 && sr.best > seg_max) seg_max = sr.best;  // the search ran to the end: exact
+            out[i] = goal == 2 && sr.best > limit ? inf : (float)std::sqrt(sr.best);
         }
     });
 }
@@ -269,7 +314,7 @@ extern "C" void fastgsl_surface_to_box(const long long* g, long long n, const lo
     });
 }
 
-extern "C" int fastgsl_nearest_abi_version() { return 2; }
+extern "C" int fastgsl_nearest_abi_version() { return 3; }
 
 #ifndef FASTGSL_NEAREST_SOURCE_HASH
 #define FASTGSL_NEAREST_SOURCE_HASH "unknown"

@@ -600,9 +600,9 @@ def _spy_sparse(monkeypatch):
     calls = []
     real = nearest.segment_distances
 
-    def spy(queries, *args):
+    def spy(queries, *args, **kwargs):
         calls.append(queries.numel())
-        return real(queries, *args)
+        return real(queries, *args, **kwargs)
 
     monkeypatch.setattr(nearest, "segment_distances", spy)
     return calls

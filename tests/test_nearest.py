@@ -167,3 +167,34 @@ def test_surface_voxels_equal_the_tensor_morphology(shape):
         ref = torch.stack([p & ~t, t & ~p])
         assert torch.equal(lists[0], torch.nonzero(ref.reshape(-1)).flatten())
         assert torch.equal(inside, (p & t).reshape(p.shape[0] * p.shape[1], -1).sum(1).repeat(2))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(29, 31), (13, 11, 15)])
+def test_goals_keep_their_reduction_exact(shape, threads):
+    """``goal="maximum"``: each segment's maximum equals that of the exact distances (the other values may be
+    lower); ``goal="within"``: ``value <= tau`` equals the exact test, with tolerances 0, between distances and
+    equal to one (the float32 boundary); for any thread count."""
+    rng = np.random.default_rng(7)
+    S, nd = 4, len(shape)
+    q, s = random_segments(rng, S, shape, 0.2, 0.02, empty_sites=(2,))
+    site_of = torch.tensor([1, 0, 2, 3])
+    sp = torch.from_numpy(rng.uniform(0.4, 2.0, (S, nd)))
+    q, s = torch.from_numpy(q), torch.from_numpy(s)
+    V = math.prod(shape)
+    seg = q // V
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        exact = nearest.segment_distances(q, s, site_of, shape, sp)
+        top = nearest.segment_distances(q, s, site_of, shape, sp, goal="maximum")
+        some = exact[seg == 0]
+        for tau in (0.0, float(some.median()), float(some.min()), 1.5):
+            taus = torch.tensor([tau, tau * 0.5, 1.0, tau], dtype=torch.float32)
+            near = nearest.segment_distances(q, s, site_of, shape, sp, goal="within", tau=taus)
+            assert torch.equal(near <= taus[seg], exact <= taus[seg])
+    finally:
+        torch.set_num_threads(old)
+    for k in range(S):
+        assert torch.equal(top[seg == k].max(), exact[seg == k].max())
+        assert (top[seg == k] <= exact[seg == k].max()).all()

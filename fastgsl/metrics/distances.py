@@ -186,14 +186,18 @@ class DistanceSets:
         return good
 
 
-def host_sets(p, t, nd, spacings, convention, over_foreground):
+def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
     """:func:`directed_sets` on the CPU from the voxel lists of :func:`fastgsl.ops.nearest.surface_voxels`, which
     never builds a volume but the dense path's site map (on the bounding box of what was found); NotImplemented
     when the host library is unavailable.
 
     The ``"paper"`` HD (``over_foreground``) stores only the queries outside the other mask; those inside are at
     distance 0 and only counted (``DistanceSets.zeros``).  For the others the nearest voxel of the other mask lies
-    on its ``LabelContour`` (:func:`sparse_distances`), which are then the sites of both paths."""
+    on its ``LabelContour`` (:func:`sparse_distances`), which are then the sites of both paths.
+
+    ``need`` (:func:`directed_sets`) lets the k-d tree search less: ``"maximum"`` ends a query's search once it
+    cannot raise its segment's maximum, a float32 ``(C,)`` tolerance ends it at the first site within.  Only that
+    reduction of the values is then exact."""
     if p.numel() == 0:
         return None
     modes = ("outside", "contour") if over_foreground else ("edge",) if convention == "monai" else ("contour", "maurer")
@@ -221,7 +225,12 @@ def host_sets(p, t, nd, spacings, convention, over_foreground):
             bc = torch.arange(B * C)
             site_of = torch.cat([bc + B * C, bc])
             sp = torch.tensor(spacings, dtype=torch.float64).repeat_interleave(C, 0).repeat(2, 1)
-            values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1])
+            if need is None or need == "maximum":
+                values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1],
+                                                   goal=need or "distances")
+            else:
+                values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1],
+                                                   goal="within", tau=need.repeat(2 * B))
     observe.note("metric_distances", "dense" if values is None else "sparse")
     if values is None:
         values = _dense_values(queries, sites, box, B, C, shape, spacings, nd)
@@ -240,16 +249,20 @@ def _dense_values(queries, sites, box, B, C, shape, spacings, nd):
     return dist.view(-1)[nearest.to_box(queries, shape, box, swap_half=B * C)]
 
 
-def directed_sets(p, t, nd, spacings, convention, over_foreground=False) -> DistanceSets | None:
+def directed_sets(p, t, nd, spacings, convention, over_foreground=False, need=None) -> DistanceSets | None:
     """The directed distance sets of the boolean masks ``p``, ``t`` ``(B, C, *spatial)``, or None when no item has
     any foreground.
 
     ``convention="monai"``: edge voxels against edge voxels; ``"paper"``: ``LabelContour`` voxels against the
     signed Maurer map's sites (its absolute value).  ``over_foreground`` (the ``"paper"`` HD) overrides both: all
-    foreground voxels against the whole other mask (the signed map clamped at 0)."""
+    foreground voxels against the whole other mask (the signed map clamped at 0).
+
+    ``need``: None (every reduction), ``"maximum"`` (only :meth:`DistanceSets.maximum` will be read) or a float32
+    ``(C,)`` tensor of tolerances (only :meth:`DistanceSets.within` of it); the CPU's k-d tree then searches
+    less (:func:`host_sets`)."""
     B, C = p.shape[:2]
     if p.device.type == "cpu":
-        sets = host_sets(p, t, nd, spacings, convention, over_foreground)
+        sets = host_sets(p, t, nd, spacings, convention, over_foreground, need)
         if sets is not NotImplemented:
             return sets
     box = crop_box(p, t, nd)

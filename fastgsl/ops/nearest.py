@@ -21,7 +21,9 @@ import torch
 from fastgsl import _native
 from fastgsl.kernels import manifest
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
+#: what :func:`segment_distances` must get right (``kernels/nearest_host.cpp`` states each)
+GOALS = {"distances": 0, "maximum": 1, "within": 2}
 #: the surfaces :func:`surface_voxels` extracts (``kernels/surface_voxels.h`` states each rule)
 SURFACE_MODES = {"edge": 0, "contour": 1, "maurer": 2, "outside": 3}
 
@@ -29,7 +31,7 @@ SURFACE_MODES = {"edge": 0, "contour": 1, "maurer": 2, "outside": 3}
 def _bind(lib: ctypes.CDLL):
     vp = ctypes.c_void_p
     lib.fastgsl_nearest_distances.argtypes = [vp, vp, vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp, vp, vp,
-                                              ctypes.c_int]
+                                              ctypes.c_int, ctypes.c_int, vp]
     lib.fastgsl_nearest_distances.restype = ctypes.c_int
     lib.fastgsl_surface_extract.argtypes = [vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp, vp, vp, ctypes.c_int, vp,
                                             vp, ctypes.c_int]
@@ -63,7 +65,8 @@ def _cumulative(counts: torch.Tensor) -> torch.Tensor:
 
 
 def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch.Tensor, shape, spacing,
-                      query_counts: torch.Tensor | None = None, site_counts: torch.Tensor | None = None):
+                      query_counts: torch.Tensor | None = None, site_counts: torch.Tensor | None = None, *,
+                      goal: str = "distances", tau: torch.Tensor | None = None):
     """float32 distance from every query voxel to the nearest site of its segment's site set.
 
     Args:
@@ -73,6 +76,11 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
         spacing: ``(S, len(shape))`` float64 (per query segment).
         query_counts, site_counts: int64 ``(S,)`` (optional): how many queries / sites each segment holds, where the
             caller knows them (else they are counted).
+        goal: ``"distances"``: every query's exact distance.  ``"maximum"``: only each segment's maximum is exact
+            (a query stops searching once it cannot raise it; its value is then at most the maximum).
+            ``"within"``: only ``value <= tau[s]`` is exact (the search stops at the first site within ``tau[s]``;
+            ``+inf`` where there is none).
+        tau: float32 ``(S,)``, the tolerance of each query segment for ``goal="within"``.
 
     Returns a float32 tensor like ``queries`` (``+inf`` where the site segment is empty), or None when the host
     library is unavailable.
@@ -92,9 +100,12 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
     shp = torch.tensor(shape, dtype=torch.int64)
     sp = torch.as_tensor(spacing, dtype=torch.float64).reshape(S, nd).contiguous()
     out = torch.empty(q.numel(), dtype=torch.float32)
+    if goal == "within":
+        tau = torch.as_tensor(tau, dtype=torch.float32).reshape(S).contiguous()
     rc = lib.fastgsl_nearest_distances(q.data_ptr(), q_off.data_ptr(), s.data_ptr(), s_off.data_ptr(),
                                        site_of.data_ptr(), S, nd, shp.data_ptr(), sp.data_ptr(), out.data_ptr(),
-                                       max(1, torch.get_num_threads()))
+                                       max(1, torch.get_num_threads()), GOALS[goal],
+                                       tau.data_ptr() if goal == "within" else None)
     if rc:
         raise MemoryError("host nearest-site search: a worker thread failed (out of memory)")
     return out
