@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "host_parallel.h"
+#include "segment_select.h"
 #include "surface_voxels.h"
 
 namespace {
@@ -314,7 +315,13 @@ extern "C" void fastgsl_surface_to_box(const long long* g, long long n, const lo
     });
 }
 
-extern "C" int fastgsl_nearest_abi_version() { return 3; }
+// The k[s]-th and (k[s] + 1)-th smallest values of each segment (segment_select.h); returns 0, 1 if out of memory.
+extern "C" int fastgsl_segment_select(const float* values, const long long* off, long long nseg, const long long* k,
+                                      float* lo, float* hi, int nthreads) {
+    return fastgsl_select::select(values, off, nseg, k, lo, hi, nthreads);
+}
+
+extern "C" int fastgsl_nearest_abi_version() { return 4; }
 
 #ifndef FASTGSL_NEAREST_SOURCE_HASH
 #define FASTGSL_NEAREST_SOURCE_HASH "unknown"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fastgsl.ops import nearest
+
 # (shift, width) of the digits of a non-negative float32's 31 value bits, most significant first
 _DIGITS = ((20, 11), (10, 10), (0, 10))
 
@@ -91,7 +93,12 @@ def _quantile_with_zeros(values, counts, zeros, q, out):
 
 def _select(values: torch.Tensor, counts: torch.Tensor, k: torch.Tensor):
     """The ``k[s]``-th and ``k[s] + 1``-th smallest (0-based) values of each consecutive segment (0 for an empty
-    one; the second is +inf where the segment has no value past ``k[s]``), one segment slice at a time."""
+    one; the second is +inf where the segment has no value past ``k[s]``): by the host library's selection on
+    the CPU (one task per segment), else one ``kthvalue`` per segment slice."""
+    if values.device.type == "cpu":
+        found = nearest.segment_select(values, counts, k)
+        if found is not None:
+            return found
     lo = torch.zeros(counts.numel(), dtype=values.dtype, device=values.device)
     hi = torch.full_like(lo, float("inf"))
     start = 0

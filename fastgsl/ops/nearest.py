@@ -21,7 +21,7 @@ import torch
 from fastgsl import _native
 from fastgsl.kernels import manifest
 
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 #: what :func:`segment_distances` must get right (``kernels/nearest_host.cpp`` states each)
 GOALS = {"distances": 0, "maximum": 1, "within": 2}
 #: the surfaces :func:`surface_voxels` extracts (``kernels/surface_voxels.h`` states each rule)
@@ -41,6 +41,8 @@ def _bind(lib: ctypes.CDLL):
     lib.fastgsl_surface_to_box.argtypes = [vp, ctypes.c_longlong, vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp,
                                            ctypes.c_int]
     lib.fastgsl_surface_to_box.restype = None
+    lib.fastgsl_segment_select.argtypes = [vp, vp, ctypes.c_longlong, vp, vp, vp, ctypes.c_int]
+    lib.fastgsl_segment_select.restype = ctypes.c_int
     lib.fastgsl_nearest_abi_version.restype = ctypes.c_int
     if lib.fastgsl_nearest_abi_version() != _ABI_VERSION:
         raise OSError("host nearest-site library has a different ABI version")
@@ -174,3 +176,21 @@ def to_box(idx: torch.Tensor, shape, box, swap_half: int | None = None) -> torch
                                swap_half or 0, int(swap_half is not None), out.data_ptr(),
                                max(1, torch.get_num_threads()))
     return out
+
+
+def segment_select(values: torch.Tensor, counts: torch.Tensor, k: torch.Tensor):
+    """The ``k[s]``-th and ``k[s] + 1``-th smallest (0-based) of each consecutive segment of the float32 CPU
+    ``values`` (``counts[s]`` each): two float32 ``(S,)`` tensors (0 and +inf for an empty segment; +inf for the
+    second where the segment has no value past ``k[s]``), or None when the host library is unavailable."""
+    lib = host_library.load()[0]
+    if lib is None:
+        return None
+    v = values.contiguous()
+    off = _cumulative(counts)
+    k = k.to(torch.int64).contiguous()
+    lo = torch.empty(counts.numel(), dtype=torch.float32)
+    hi = torch.empty_like(lo)
+    if lib.fastgsl_segment_select(v.data_ptr(), off.data_ptr(), counts.numel(), k.data_ptr(), lo.data_ptr(),
+                                  hi.data_ptr(), max(1, torch.get_num_threads())):
+        raise MemoryError("host segment selection: out of memory")
+    return lo, hi
