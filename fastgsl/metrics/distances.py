@@ -15,7 +15,7 @@ import os
 import torch
 
 from fastgsl import observe
-from fastgsl.ops import nearest
+from fastgsl.ops import nearest, workspace
 from fastgsl.ops.edt import distance_to_sites
 from fastgsl.validation import check_choice
 
@@ -60,13 +60,14 @@ def crop_box(p: torch.Tensor, t: torch.Tensor, nd: int):
     return (Ellipsis,) + tuple(box)
 
 
-def distance_maps(sites: torch.Tensor, spacings, nd: int) -> torch.Tensor:
-    """EDT of ``sites`` ``(2, B, C, *box)``, one batched engine call per distinct spacing."""
+def distance_maps(sites: torch.Tensor, spacings, nd: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """EDT of ``sites`` ``(2, B, C, *box)``, one batched engine call per distinct spacing (into ``out`` where
+    given, with a single spacing)."""
     groups: dict[tuple[float, ...], list[int]] = {}
     for b, sp in enumerate(spacings):
         groups.setdefault(sp, []).append(b)
     if len(groups) == 1:
-        return distance_to_sites(sites, spacings[0], spatial_dims=nd)
+        return distance_to_sites(sites, spacings[0], spatial_dims=nd, out=out)
     out = torch.empty(sites.shape, dtype=torch.float32, device=sites.device)
     for sp, items in groups.items():
         idx = torch.tensor(items, device=sites.device)
@@ -242,10 +243,12 @@ def _dense_values(queries, sites, box, B, C, shape, spacings, nd):
     """The distances of the query voxels (flat indices into ``(2, B, C, *shape)``) to the sites of the other
     direction, through the dense EDT of the sites on ``box`` (which holds every query and site, hence the
     nearest site of every query)."""
-    ext = [b - a + 1 for a, b in box]
-    site_map = torch.zeros((2, B, C, *ext), dtype=torch.bool)
+    ext = (2, B, C) + tuple(b - a + 1 for a, b in box)
+    # scratch buffers (fastgsl.ops.workspace): read here only, never returned, so no page faults on repeated calls
+    site_map = workspace.scratch("metric_sites", math.prod(ext), torch.bool).zero_().view(ext)
     site_map.view(-1)[nearest.to_box(sites, shape, box)] = True
-    dist = distance_maps(site_map, spacings, nd)  # dist[0]: to pred's sites, dist[1]: to target's sites
+    dist = workspace.scratch("metric_distances", site_map.numel(), torch.float32).view(ext)
+    dist = distance_maps(site_map, spacings, nd, out=dist)  # dist[0]: to pred's sites, dist[1]: to target's
     return dist.view(-1)[nearest.to_box(queries, shape, box, swap_half=B * C)]
 
 
