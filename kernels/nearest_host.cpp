@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "host_parallel.h"
@@ -28,7 +29,7 @@
 
 namespace {
 
-constexpr int kLeaf = 8;
+constexpr int kLeaf = 16;
 
 struct Point {
     int c[3];
@@ -59,21 +60,24 @@ inline void decode(long long local, const Geometry& g, int* c) {
 }
 
 // Squared physical distance, summed from the last axis down like the dense EDT's passes.
+// ND (the number of axes) is a template argument so that the loops unroll.
+template <int ND>
 inline double dist2(const int* q, const int* s, const Geometry& g) {
     double acc = 0.0;
-    for (int k = g.nd - 1; k >= 0; --k) {
+    for (int k = ND - 1; k >= 0; --k) {
         const double x = (double)(q[k] - s[k]) * g.sp[k];
-        acc = (k == g.nd - 1) ? x * x : acc + x * x;
+        acc = (k == ND - 1) ? x * x : acc + x * x;
     }
     return acc;
 }
 
 // Lower bound of dist2 over a cell, from the per-axis integer offsets of the query to the cell.
+template <int ND>
 inline double bound2(const int* off, const Geometry& g) {
     double acc = 0.0;
-    for (int k = g.nd - 1; k >= 0; --k) {
+    for (int k = ND - 1; k >= 0; --k) {
         const double x = (double)off[k] * g.sp[k];
-        acc = (k == g.nd - 1) ? x * x : acc + x * x;
+        acc = (k == ND - 1) ? x * x : acc + x * x;
     }
     return acc;
 }
@@ -107,6 +111,7 @@ int build(Tree& t, int begin, int end, const Geometry& g) {
     return id;
 }
 
+template <int ND>
 struct Search {
     const Tree& t;
     const Geometry& g;
@@ -118,8 +123,8 @@ struct Search {
     // lower bound of the squared distance from q to any point of node n
     double bound(const Node& n) const {
         int off[3] = {0, 0, 0};
-        for (int k = 0; k < g.nd; ++k) off[k] = std::max(std::max(n.lo[k] - q[k], q[k] - n.hi[k]), 0);
-        return bound2(off, g);
+        for (int k = 0; k < ND; ++k) off[k] = std::max(std::max(n.lo[k] - q[k], q[k] - n.hi[k]), 0);
+        return bound2<ND>(off, g);
     }
 
     void visit(int node) {
@@ -127,7 +132,7 @@ struct Search {
         const Node& n = t.nodes[node];
         if (n.right < 0) {
             for (int i = n.begin; i < n.end; ++i) {
-                const double d = dist2(q, t.pts[i].c, g);
+                const double d = dist2<ND>(q, t.pts[i].c, g);
                 if (d < best) best = d, best_i = i;
             }
             return;
@@ -206,6 +211,8 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
     const long long nq = q_off[nseg];
     const float inf = std::numeric_limits<float>::infinity();
     return fastgsl_host::parallel_ranges(nq, nthreads, [&](long long a, long long b, long long) {
+      auto run = [&](auto nd_tag) {
+        constexpr int ND = decltype(nd_tag)::value;
         long long s = std::upper_bound(q_off, q_off + nseg + 1, a) - q_off - 1;
         int prev = -1;  // the previous query's nearest site: queries come in raster order, so it is near
         double seg_max = -1.0, limit = 0.0;
@@ -227,9 +234,9 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             decode(q_idx[i] - s * V, g, q);
             const double start = goal == 2 ? std::nextafter(limit, std::numeric_limits<double>::infinity())
                                            : std::numeric_limits<double>::infinity();
-            Search sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0};
+            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0};
             if (prev >= 0) {
-                const double d = dist2(q, t.pts[(size_t)prev].c, g);
+                const double d = dist2<ND>(q, t.pts[(size_t)prev].c, g);
                 if (d < sr.best) sr.best = d, sr.best_i = prev;
             }
             sr.visit(0);
@@ -237,6 +244,13 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             if (goal == 1 && sr.best > seg_max) seg_max = sr.best;  // the search ran to the end: exact
             out[i] = goal == 2 && sr.best > limit ? inf : (float)std::sqrt(sr.best);
         }
+      };
+        if (nd == 3)
+            run(std::integral_constant<int, 3>{});
+        else if (nd == 2)
+            run(std::integral_constant<int, 2>{});
+        else
+            run(std::integral_constant<int, 1>{});
     });
 }
 
