@@ -1,8 +1,8 @@
 // Exact distances from sparse query voxels to the nearest of a sparse set of site voxels, on the CPU.
 //
 // Surface metrics (fastgsl/metrics/distances.py) need the distance from every edge voxel of one mask to the
-// nearest edge voxel of the other: a few percent of the voxels on both sides.  On a GPU the dense EDT over the whole box
-// (kernels/edt_kernel.cu) is the fast way; on a CPU its cost grows with the box volume while the edges grow with its
+// nearest edge voxel of the other: a few percent of the voxels on both sides.  On a GPU the dense EDT over the
+// whole box (kernels/edt_kernel.cu) is the fast way; on a CPU its cost grows with the box volume while the edges grow with its
 // surface, so there a k-d tree over the sites answers the queries instead (MONAI 1.6 made the same choice
 // with scipy's cKDTree).  Loaded with ctypes by fastgsl/ops/nearest.py; no Python or torch API.
 //
