@@ -4,7 +4,8 @@
 // nearest edge voxel of the other: a few percent of the voxels on both sides.  On a GPU the dense EDT over the
 // whole box (kernels/edt_kernel.cu) is the fast way; on a CPU its cost grows with the box volume while the edges
 // grow with its surface, so there a k-d tree over the sites answers the queries instead (MONAI 1.6 made the same
-// choice with scipy's cKDTree).  The surface voxels themselves come from surface_voxels.h.  Loaded with ctypes by fastgsl/ops/nearest.py; no Python or torch API.
+// choice with scipy's cKDTree).  The surface voxels themselves come from surface_voxels.h, the percentiles'
+// order statistics from segment_select.h.  Loaded with ctypes by fastgsl/ops/nearest.py; no Python or torch API.
 //
 // Exactness.  Coordinates are integers (voxel indices); a squared distance is accumulated in float64 in the
 // same order and with the same operations as the dense EDT's passes (last axis first, each term
