@@ -6,6 +6,10 @@ call per distinct spacing) or, on the CPU, from the k-d tree of :mod:`fastgsl.op
 query voxels.  ``FASTGSL_METRIC_DISTANCES`` (:data:`DISTANCE_PATHS`) chooses: ``auto`` (default) takes the dense
 EDT on a GPU and the cheaper of the two on the CPU, ``dense`` and ``sparse`` force one.  Each computation reports
 the path that answered to :func:`fastgsl.observe.note` as ``"metric_distances"``.
+
+On the CPU (:func:`host_sets`) the query and site voxels come as sorted index lists from the host library's
+row pass (:func:`fastgsl.ops.nearest.surface_voxels`); elsewhere, and where that library is unavailable, from
+the tensor morphology of :mod:`.morphology` on the common bounding box (:func:`crop_box`).
 """
 from __future__ import annotations
 
