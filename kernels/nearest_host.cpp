@@ -150,6 +150,7 @@ struct Search {
 // most this (sqrt and the float conversion are monotone, so the test on d2 is exact).  Bisection on the bits of
 // non-negative doubles, which order like the values.
 double within_limit(float tau) {
+    if (!(tau >= 0.0f)) return -1.0;  // a negative tolerance: no site is within
     auto ok = [tau](double d2) { return (float)std::sqrt(d2) <= tau; };
     const double above = (double)std::nextafter(tau, std::numeric_limits<float>::infinity());
     unsigned long long lo, hi;

@@ -230,7 +230,7 @@ def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
             bc = torch.arange(B * C)
             site_of = torch.cat([bc + B * C, bc])
             sp = torch.tensor(spacings, dtype=torch.float64).repeat_interleave(C, 0).repeat(2, 1)
-            if need is None or need == "maximum":
+            if need is None or isinstance(need, str):
                 values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1],
                                                    goal=need or "distances")
             else:
