@@ -1,10 +1,11 @@
 // Exact distances from sparse query voxels to the nearest of a sparse set of site voxels, on the CPU.
 //
-// Surface metrics (fastgsl/metrics.py) need the distance from every edge voxel of one mask to the nearest edge
-// voxel of the other: a few percent of the voxels on both sides.  On a GPU the dense EDT over the whole box
-// (kernels/edt_kernel.cu) is the fast way; on a CPU its cost grows with the box volume while the edges grow with its
-// surface, so there a k-d tree over the sites answers the queries instead (MONAI 1.6 made the same choice
-// with scipy's cKDTree).  Loaded with ctypes by fastgsl/ops/nearest.py; no Python or torch API.
+// Surface metrics (fastgsl/metrics/distances.py) need the distance from every edge voxel of one mask to the
+// nearest edge voxel of the other: a few percent of the voxels on both sides.  On a GPU the dense EDT over the
+// whole box (kernels/edt_kernel.cu) is the fast way; on a CPU its cost grows with the box volume while the edges
+// grow with its surface, so there a k-d tree over the sites answers the queries instead (MONAI 1.6 made the same
+// choice with scipy's cKDTree).  The surface voxels themselves come from surface_voxels.h, the percentiles'
+// order statistics from segment_select.h.  Loaded with ctypes by fastgsl/ops/nearest.py; no Python or torch API.
 //
 // Exactness.  Coordinates are integers (voxel indices); a squared distance is accumulated in float64 in the
 // same order and with the same operations as the dense EDT's passes (last axis first, each term
@@ -18,14 +19,18 @@
 // the thread that ran it.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "host_parallel.h"
+#include "segment_select.h"
+#include "surface_voxels.h"
 
 namespace {
 
-constexpr int kLeaf = 8;
+constexpr int kLeaf = 16;
 
 struct Point {
     int c[3];
@@ -56,21 +61,24 @@ inline void decode(long long local, const Geometry& g, int* c) {
 }
 
 // Squared physical distance, summed from the last axis down like the dense EDT's passes.
+// ND (the number of axes) is a template argument so that the loops unroll.
+template <int ND>
 inline double dist2(const int* q, const int* s, const Geometry& g) {
     double acc = 0.0;
-    for (int k = g.nd - 1; k >= 0; --k) {
+    for (int k = ND - 1; k >= 0; --k) {
         const double x = (double)(q[k] - s[k]) * g.sp[k];
-        acc = (k == g.nd - 1) ? x * x : acc + x * x;
+        acc = (k == ND - 1) ? x * x : acc + x * x;
     }
     return acc;
 }
 
 // Lower bound of dist2 over a cell, from the per-axis integer offsets of the query to the cell.
+template <int ND>
 inline double bound2(const int* off, const Geometry& g) {
     double acc = 0.0;
-    for (int k = g.nd - 1; k >= 0; --k) {
+    for (int k = ND - 1; k >= 0; --k) {
         const double x = (double)off[k] * g.sp[k];
-        acc = (k == g.nd - 1) ? x * x : acc + x * x;
+        acc = (k == ND - 1) ? x * x : acc + x * x;
     }
     return acc;
 }
@@ -104,25 +112,28 @@ int build(Tree& t, int begin, int end, const Geometry& g) {
     return id;
 }
 
+template <int ND>
 struct Search {
     const Tree& t;
     const Geometry& g;
     const int* q;
     double best;
     int best_i;
+    double stop;  // the search may end once best <= stop (-1: never)
 
     // lower bound of the squared distance from q to any point of node n
     double bound(const Node& n) const {
         int off[3] = {0, 0, 0};
-        for (int k = 0; k < g.nd; ++k) off[k] = std::max(std::max(n.lo[k] - q[k], q[k] - n.hi[k]), 0);
-        return bound2(off, g);
+        for (int k = 0; k < ND; ++k) off[k] = std::max(std::max(n.lo[k] - q[k], q[k] - n.hi[k]), 0);
+        return bound2<ND>(off, g);
     }
 
     void visit(int node) {
+        if (best <= stop) return;
         const Node& n = t.nodes[node];
         if (n.right < 0) {
             for (int i = n.begin; i < n.end; ++i) {
-                const double d = dist2(q, t.pts[i].c, g);
+                const double d = dist2<ND>(q, t.pts[i].c, g);
                 if (d < best) best = d, best_i = i;
             }
             return;
@@ -135,6 +146,29 @@ struct Search {
     }
 };
 
+// The largest squared distance d2 (a double) with (float)sqrt(d2) <= tau: a site is within tau iff its d2 is at
+// most this (sqrt and the float conversion are monotone, so the test on d2 is exact).  Bisection on the bits of
+// non-negative doubles, which order like the values.
+double within_limit(float tau) {
+    if (!(tau >= 0.0f)) return -1.0;  // a negative tolerance: no site is within
+    auto ok = [tau](double d2) { return (float)std::sqrt(d2) <= tau; };
+    const double above = (double)std::nextafter(tau, std::numeric_limits<float>::infinity());
+    unsigned long long lo, hi;
+    double a = (double)tau * (double)tau, b = above * above;
+    if (!ok(a)) a = 0.0;  // defensive: (double)tau squared rounds to a value whose root is tau
+    std::memcpy(&lo, &a, 8);
+    std::memcpy(&hi, &b, 8);
+    while (hi - lo > 1) {  // ok(lo), !ok(hi)
+        const unsigned long long mid = lo + (hi - lo) / 2;
+        double m;
+        std::memcpy(&m, &mid, 8);
+        (ok(m) ? lo : hi) = mid;
+    }
+    double r;
+    std::memcpy(&r, &lo, 8);
+    return r;
+}
+
 }  // namespace
 
 // Query segment s holds the voxels q_idx[q_off[s] .. q_off[s + 1]) (flat indices into a (nseg, *shape) grid,
@@ -142,10 +176,17 @@ struct Search {
 // s_off[k + 1]) with local index s_idx - k * V.  spacing holds nd values per query segment.  Writes
 // out[i] = (float)sqrt(min squared distance), +inf for a segment without sites.  Returns 0, or 1 if a worker
 // ran out of memory.
+//
+// goal 0: the exact distance of every query.  goal 1 (a Hausdorff distance: only the maximum per segment is read):
+// a query's search ends once it has found a site no farther than the largest exact distance of its segment so
+// far (on its thread), since it cannot raise the maximum; out[i] is then that site's distance, at most the
+// maximum, so every segment's maximum of out is exact.  goal 2 (surface Dice: only d <= tau[s] is read): the
+// search only looks within tau[s] and ends at the first site there; out[i] is that site's distance, or +inf if
+// there is none, so (out[i] <= tau) is exact.
 extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long* q_off, const long long* s_idx,
                                          const long long* s_off, const long long* site_of, long long nseg, int nd,
-                                         const long long* shape, const double* spacing, float* out,
-                                         int nthreads) {
+                                         const long long* shape, const double* spacing, float* out, int nthreads,
+                                         int goal, const float* tau) {
     if (nd < 1 || nd > 3) return 2;
     long long V = 1;
     for (int k = 0; k < nd; ++k) V *= shape[k];
@@ -172,28 +213,131 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
     const long long nq = q_off[nseg];
     const float inf = std::numeric_limits<float>::infinity();
     return fastgsl_host::parallel_ranges(nq, nthreads, [&](long long a, long long b, long long) {
+      auto run = [&](auto nd_tag) {
+        constexpr int ND = decltype(nd_tag)::value;
         long long s = std::upper_bound(q_off, q_off + nseg + 1, a) - q_off - 1;
         int prev = -1;  // the previous query's nearest site: queries come in raster order, so it is near
+        double seg_max = -1.0, limit = 0.0;
+        bool fresh = true;
         for (long long i = a; i < b; ++i) {
-            while (i >= q_off[s + 1]) ++s, prev = -1;
+            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true;
             const Tree& t = trees[(size_t)s];
             if (t.pts.empty()) {
                 out[i] = inf;
                 continue;
             }
+            if (fresh) {
+                seg_max = -1.0;
+                if (goal == 2) limit = within_limit(tau[s]);
+                fresh = false;
+            }
             const Geometry& g = geo[(size_t)s];
             int q[3];
             decode(q_idx[i] - s * V, g, q);
-            Search sr{t, g, q, std::numeric_limits<double>::infinity(), -1};
-            if (prev >= 0) sr.best = dist2(q, t.pts[(size_t)prev].c, g), sr.best_i = prev;
+            const double start = goal == 2 ? std::nextafter(limit, std::numeric_limits<double>::infinity())
+                                           : std::numeric_limits<double>::infinity();
+            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0};
+            if (prev >= 0) {
+                const double d = dist2<ND>(q, t.pts[(size_t)prev].c, g);
+                if (d < sr.best) sr.best = d, sr.best_i = prev;
+            }
             sr.visit(0);
-            prev = sr.best_i;
-            out[i] = (float)std::sqrt(sr.best);
+            if (sr.best_i >= 0) prev = sr.best_i;
+            if (goal == 1 && sr.best > seg_max) seg_max = sr.best;  // the search ran to the end: exact
+            out[i] = goal == 2 && sr.best > limit ? inf : (float)std::sqrt(sr.best);
+        }
+      };
+        if (nd == 3)
+            run(std::integral_constant<int, 3>{});
+        else if (nd == 2)
+            run(std::integral_constant<int, 2>{});
+        else
+            run(std::integral_constant<int, 1>{});
+    });
+}
+
+// The surface voxels of nvol masks (surface_voxels.h): volume v starts at base[v / half] + off[v] (base[0]: pred,
+// base[1]: target, half = nvol / 2), with axis strides strides[0], strides[1] and a contiguous last axis; shape
+// holds (n0, n1, n2), n0 = 1 for 2-D.  For each of the nmodes modes, counts[m] receives the number of voxels
+// found; box the bounding box (lo0, lo1, lo2, hi0, hi1, hi2) of all of them.  Returns a handle for
+// fastgsl_surface_collect (which frees it), or null if out of memory.
+extern "C" void* fastgsl_surface_extract(const unsigned char* pred, const unsigned char* target, const long long* off,
+                                         long long nvol, int nd, const long long* shape, const long long* strides,
+                                         const int* modes, int nmodes, long long* counts, long long* box,
+                                         int nthreads) {
+    using namespace fastgsl_surface;
+    if (nmodes < 1 || nmodes > kMaxModes || nvol < 2 || nvol % 2) return nullptr;
+    Volumes V{{pred, target}, off, nvol, nvol / 2, nd, shape[0], shape[1], shape[2], strides[0], strides[1]};
+    Result* res = nullptr;
+    try {
+        res = new Result();
+    } catch (...) {
+        return nullptr;
+    }
+    if (extract(V, modes, nmodes, nthreads, *res)) {
+        delete res;
+        return nullptr;
+    }
+    for (int m = 0; m < nmodes; ++m) counts[m] = res->count(m);
+    for (int k = 0; k < 3; ++k) {
+        box[k] = 1LL << 62, box[3 + k] = -1;
+        for (const Found& f : res->parts)
+            box[k] = std::min(box[k], f.lo[k]), box[3 + k] = std::max(box[3 + k], f.hi[k]);
+    }
+    return res;
+}
+
+// Copies the lists of a fastgsl_surface_extract handle into lists[m] (counts[m] entries each, ascending), how
+// many of them lie in each volume into per_volume[m * nvol + v] and, where inside is not null, the per-volume
+// counts of voxels inside the other mask (SV_OUTSIDE); frees the handle.
+extern "C" void fastgsl_surface_collect(void* handle, long long** lists, long long* per_volume, long long* inside,
+                                        long long nvol) {
+    using namespace fastgsl_surface;
+    Result* res = static_cast<Result*>(handle);
+    for (int m = 0; m < res->nmodes; ++m) {
+        long long* o = lists[m];
+        long long* pv = per_volume + m * nvol;
+        for (long long v = 0; v < nvol; ++v) pv[v] = 0;
+        for (const Found& f : res->parts) {
+            std::memcpy(o, f.idx[m].data(), f.idx[m].size() * sizeof(long long));
+            o += f.idx[m].size();
+            for (long long v = 0; v < nvol; ++v) pv[v] += f.per_volume[m][(size_t)v];
+        }
+    }
+    if (inside) {
+        for (long long v = 0; v < nvol; ++v) inside[v] = 0;
+        for (const Found& f : res->parts)
+            for (size_t v = 0; v < f.inside.size(); ++v) inside[v] += f.inside[v];
+    }
+    delete res;
+}
+
+// Flat indices g into a (nvol, shape[0], shape[1], shape[2]) grid, re-expressed in the (nvol, ext[0], ext[1],
+// ext[2]) grid of the box that starts at lo (every voxel lies in the box); with swap, moved by half_vols volumes
+// to the other half of the grid (the other direction's map).
+extern "C" void fastgsl_surface_to_box(const long long* g, long long n, const long long* shape, const long long* lo,
+                                       const long long* ext, long long half_vols, int swap, long long* out,
+                                       int nthreads) {
+    const long long V = shape[0] * shape[1] * shape[2];
+    fastgsl_host::parallel_ranges(n, nthreads, [&](long long a, long long b, long long) {
+        for (long long i = a; i < b; ++i) {
+            long long v = g[i] / V, loc = g[i] - v * V;
+            const long long c2 = loc % shape[2];
+            loc /= shape[2];
+            const long long c1 = loc % shape[1], c0 = loc / shape[1];
+            if (swap) v = v < half_vols ? v + half_vols : v - half_vols;
+            out[i] = ((v * ext[0] + (c0 - lo[0])) * ext[1] + (c1 - lo[1])) * ext[2] + (c2 - lo[2]);
         }
     });
 }
 
-extern "C" int fastgsl_nearest_abi_version() { return 1; }
+// The k[s]-th and (k[s] + 1)-th smallest values of each segment (segment_select.h); returns 0, 1 if out of memory.
+extern "C" int fastgsl_segment_select(const float* values, const long long* off, long long nseg, const long long* k,
+                                      float* lo, float* hi, int nthreads) {
+    return fastgsl_select::select(values, off, nseg, k, lo, hi, nthreads);
+}
+
+extern "C" int fastgsl_nearest_abi_version() { return 4; }
 
 #ifndef FASTGSL_NEAREST_SOURCE_HASH
 #define FASTGSL_NEAREST_SOURCE_HASH "unknown"

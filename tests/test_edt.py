@@ -345,3 +345,21 @@ def test_host_itk_many_classes(monkeypatch, simd):
     lab[0, :3] = 299
     tiled, generic = _run_both(monkeypatch, lambda: E.labels_dtm(lab, 300, convention="itk", fill_value=1.0))
     assert torch.equal(tiled, generic)
+
+
+def test_out_and_the_kept_workspace():
+    """``out=`` receives the result (and is returned); repeated calls of one size reuse the host workspace and give
+    the same bits; a result handed back is never overwritten by a later call; bad ``out`` is refused."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(2, 9, 10, 11, generator=g) < 0.05
+    b = torch.rand(2, 9, 10, 11, generator=g) < 0.05
+    ra = E.distance_to_sites(a, (0.7, 1.0, 1.3), spatial_dims=3)
+    rb = E.distance_to_sites(b, (0.7, 1.0, 1.3), spatial_dims=3)
+    keep = ra.clone()
+    assert torch.equal(E.distance_to_sites(a, (0.7, 1.0, 1.3), spatial_dims=3), keep)
+    assert torch.equal(ra, keep) and not torch.equal(ra, rb)
+    out = torch.empty(2, 9, 10, 11)
+    got = E.distance_to_sites(a, (0.7, 1.0, 1.3), spatial_dims=3, out=out)
+    assert got.data_ptr() == out.data_ptr() and torch.equal(out, keep)
+    with pytest.raises(ValueError, match="out"):
+        E.distance_to_sites(a, spatial_dims=3, out=torch.empty(2, 9, 10, 11, dtype=torch.float64))

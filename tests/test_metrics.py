@@ -147,6 +147,24 @@ def test_segment_quantile_equals_linear_quantile(method):
             assert ours[s].item() == pytest.approx(ref_torch, rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("method", ["select", "radix"])
+def test_segment_quantile_with_unstored_zeros_equals_the_stored_zeros(method):
+    """``zeros=``: the quantile of each segment with that many zeros added, without storing them (every k, so the
+    order statistic falls among the zeros, on their last one, and past them)."""
+    rng = np.random.default_rng(1)
+    counts = [0, 1, 5, 0, 30, 4]
+    zeros = [0, 3, 2, 4, 30, 0]
+    vals = [np.round(rng.exponential(2.0, n) * 2) / 2 + (0.5 if s % 2 else 0.0) for s, n in enumerate(counts)]
+    flat = torch.from_numpy(np.concatenate(vals).astype(np.float32))
+    full = torch.from_numpy(np.concatenate([np.concatenate([v, np.zeros(z)]) for v, z in zip(vals, zeros)])
+                            .astype(np.float32))
+    n_full = torch.tensor([c + z for c, z in zip(counts, zeros)])
+    for q in [i / 20 for i in range(21)] + [float(rng.uniform())]:
+        got = segment_quantile(flat, torch.tensor(counts), q, method=method, zeros=torch.tensor(zeros))
+        ref = segment_quantile(full, n_full, q, method=method)
+        torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)
+
+
 def test_segment_quantile_refuses_an_unknown_method():
     with pytest.raises(ValueError, match="method"):
         segment_quantile(torch.ones(3), torch.tensor([3]), 0.5, method="sort")
@@ -582,9 +600,9 @@ def _spy_sparse(monkeypatch):
     calls = []
     real = nearest.segment_distances
 
-    def spy(queries, *args):
+    def spy(queries, *args, **kwargs):
         calls.append(queries.numel())
-        return real(queries, *args)
+        return real(queries, *args, **kwargs)
 
     monkeypatch.setattr(nearest, "segment_distances", spy)
     return calls

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
+from fastgsl.metrics.morphology import edges_into, label_contour_into, maurer_contour_into
 from fastgsl.ops import nearest
 from fastgsl.ops.edt import distance_to_sites
 
@@ -132,3 +133,68 @@ def test_bad_shape():
     with pytest.raises(ValueError, match="2-D or 3-D"):
         nearest.segment_distances(torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), (2, 2, 2, 2),
                                   torch.ones(1, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 11), (13, 17), (1, 5, 6), (20, 1, 3)])
+def test_surface_voxels_equal_the_tensor_morphology(shape):
+    """The native surface lists (edges, contours, Maurer sites, voxels outside the other mask) are the flat indices
+    of the tensor morphology of fastgsl.metrics.morphology, on strided inputs (the background channel sliced
+    off), at every density from empty to full, with the per-mask counts and the bounding box."""
+    nd = len(shape)
+    g = torch.Generator().manual_seed(3)
+    for dens in (0.0, 0.3, 0.7, 0.95, 1.0):
+        pf = torch.rand((2, 4) + shape, generator=g) < dens
+        tf = torch.rand((2, 4) + shape, generator=g) < dens
+        p, t = pf[:, 1:], tf[:, 1:]
+        lists, per_volume, inside, box = nearest.surface_voxels(p, t, nd, ["edge", "contour", "maurer"])
+        assert inside is None
+        every = []
+        for m, fn in enumerate((edges_into, label_contour_into, maurer_contour_into)):
+            ref = torch.empty((2,) + tuple(p.shape), dtype=torch.bool)
+            fn(p, nd, ref[0])
+            fn(t, nd, ref[1])
+            assert torch.equal(lists[m], torch.nonzero(ref.view(-1)).flatten())
+            assert torch.equal(per_volume[m], ref.flatten(3).sum(-1).flatten())
+            every.append(ref.flatten(0, 2))
+        anyv = torch.stack(every).any(0).any(0)
+        assert (box is None) == (not bool(anyv.any()))
+        if box is not None:
+            for ax, (lo, hi) in enumerate(box):
+                proj = anyv.movedim(ax, 0).flatten(1).any(1)
+                idx = torch.nonzero(proj).flatten()
+                assert (lo, hi) == (int(idx[0]), int(idx[-1]))
+        lists, per_volume, inside, _ = nearest.surface_voxels(p, t, nd, ["outside"])
+        ref = torch.stack([p & ~t, t & ~p])
+        assert torch.equal(lists[0], torch.nonzero(ref.reshape(-1)).flatten())
+        assert torch.equal(inside, (p & t).reshape(p.shape[0] * p.shape[1], -1).sum(1).repeat(2))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(29, 31), (13, 11, 15)])
+def test_goals_keep_their_reduction_exact(shape, threads):
+    """``goal="maximum"``: each segment's maximum equals that of the exact distances (the other values may be
+    lower); ``goal="within"``: ``value <= tau`` equals the exact test, with tolerances 0, between distances and
+    equal to one (the float32 boundary); for any thread count."""
+    rng = np.random.default_rng(7)
+    S, nd = 4, len(shape)
+    q, s = random_segments(rng, S, shape, 0.2, 0.02, empty_sites=(2,))
+    site_of = torch.tensor([1, 0, 2, 3])
+    sp = torch.from_numpy(rng.uniform(0.4, 2.0, (S, nd)))
+    q, s = torch.from_numpy(q), torch.from_numpy(s)
+    V = math.prod(shape)
+    seg = q // V
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        exact = nearest.segment_distances(q, s, site_of, shape, sp)
+        top = nearest.segment_distances(q, s, site_of, shape, sp, goal="maximum")
+        some = exact[seg == 0]
+        for tau in (0.0, float(some.median()), float(some.min()), 1.5):
+            taus = torch.tensor([tau, tau * 0.5, 1.0, tau], dtype=torch.float32)
+            near = nearest.segment_distances(q, s, site_of, shape, sp, goal="within", tau=taus)
+            assert torch.equal(near <= taus[seg], exact <= taus[seg])
+    finally:
+        torch.set_num_threads(old)
+    for k in range(S):
+        assert torch.equal(top[seg == k].max(), exact[seg == k].max())
+        assert (top[seg == k] <= exact[seg == k].max()).all()

@@ -6,7 +6,10 @@ dtype holding only 0 and 1) or, with ``num_classes``, as integer label maps ``(B
 in 2-D or 3-D, and returns a ``(B, C')`` float32 tensor on the inputs' device, where ``C' = C - 1`` unless
 ``include_background=True``.  There is no per-item loop: the distance work of a whole batch is one call, either to
 the batched exact EDT (:func:`fastgsl.ops.edt.distance_to_sites`, once per distinct spacing) or, on the CPU, to the
-batched k-d tree search of :mod:`fastgsl.ops.nearest`, which measures only the query voxels.
+batched k-d tree search of :mod:`fastgsl.ops.nearest`, which measures only the query voxels.  On the CPU the
+surfaces themselves are read in one native pass over the masks' rows (:func:`fastgsl.ops.nearest.surface_voxels`),
+as lists of voxels, without full-size temporaries; a Hausdorff distance lets the tree stop a query once it cannot
+raise the maximum and surface Dice lets it stop at the first site within the tolerance (both stay exact).
 
 Distances (``FASTGSL_METRIC_DISTANCES``, :data:`DISTANCE_PATHS`): ``auto`` (default) takes the dense EDT on a GPU,
 and on the CPU whichever of the two costs less by a simple model (the EDT: the cropped box volume; the tree:

@@ -6,6 +6,10 @@ call per distinct spacing) or, on the CPU, from the k-d tree of :mod:`fastgsl.op
 query voxels.  ``FASTGSL_METRIC_DISTANCES`` (:data:`DISTANCE_PATHS`) chooses: ``auto`` (default) takes the dense
 EDT on a GPU and the cheaper of the two on the CPU, ``dense`` and ``sparse`` force one.  Each computation reports
 the path that answered to :func:`fastgsl.observe.note` as ``"metric_distances"``.
+
+On the CPU (:func:`host_sets`) the query and site voxels come as sorted index lists from the host library's
+row pass (:func:`fastgsl.ops.nearest.surface_voxels`); elsewhere, and where that library is unavailable, from
+the tensor morphology of :mod:`.morphology` on the common bounding box (:func:`crop_box`).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import os
 import torch
 
 from fastgsl import observe
-from fastgsl.ops import nearest
+from fastgsl.ops import nearest, workspace
 from fastgsl.ops.edt import distance_to_sites
 from fastgsl.validation import check_choice
 
@@ -24,8 +28,9 @@ from .selection import segment_quantile
 
 #: ``FASTGSL_METRIC_DISTANCES``: how the query voxels get their distances (``auto``: the cheaper one)
 DISTANCE_PATHS = ("auto", "dense", "sparse")
-#: cost of one k-d tree query step relative to one voxel of the dense EDT (both maps), measured on the CPU
-_SPARSE_COST = 1.2
+#: cost of one k-d tree query step relative to one voxel of the dense EDT (both maps, with the site map it is built
+#: from), measured on the CPU
+_SPARSE_COST = 1.0
 _MAX_TREE = 2 ** 31 - 1
 
 
@@ -59,13 +64,14 @@ def crop_box(p: torch.Tensor, t: torch.Tensor, nd: int):
     return (Ellipsis,) + tuple(box)
 
 
-def distance_maps(sites: torch.Tensor, spacings, nd: int) -> torch.Tensor:
-    """EDT of ``sites`` ``(2, B, C, *box)``, one batched engine call per distinct spacing."""
+def distance_maps(sites: torch.Tensor, spacings, nd: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """EDT of ``sites`` ``(2, B, C, *box)``, one batched engine call per distinct spacing (into ``out`` where
+    given, with a single spacing)."""
     groups: dict[tuple[float, ...], list[int]] = {}
     for b, sp in enumerate(spacings):
         groups.setdefault(sp, []).append(b)
     if len(groups) == 1:
-        return distance_to_sites(sites, spacings[0], spatial_dims=nd)
+        return distance_to_sites(sites, spacings[0], spatial_dims=nd, out=out)
     out = torch.empty(sites.shape, dtype=torch.float32, device=sites.device)
     for sp, items in groups.items():
         idx = torch.tensor(items, device=sites.device)
@@ -126,41 +132,146 @@ def sparse_distances(idx, partner, queries, sites, spacings, nd, over_foreground
 class DistanceSets:
     """The directed distance sets of every (item, class), concatenated: ``values`` (float32) in segments
     ``seg = direction * B * C + item * C + class`` (direction 0: pred -> target), sorted by segment, with
-    ``counts`` per segment.  ``present_p``/``present_t`` (B, C) say which masks count as present."""
+    ``counts`` per segment.  ``zeros`` (optional, per segment): more members equal to 0 that are not stored in
+    ``values`` (the ``"paper"`` HD's queries inside the other mask); ``counts`` includes them.
+    ``present_p``/``present_t`` (B, C) say which masks count as present."""
 
-    def __init__(self, values, seg, counts, present_p, present_t):
-        self.values, self.seg, self.counts = values, seg, counts
+    def __init__(self, values, seg, counts, present_p, present_t, zeros=None):
+        self.values, self._seg, self.counts = values, seg, counts
         self.present_p, self.present_t = present_p, present_t
+        self.zeros = zeros
+        #: how many members of each segment ``values`` stores
+        self.stored = counts if zeros is None else counts - zeros
+
+    @property
+    def seg(self) -> torch.Tensor:
+        """The segment of every stored value (built on first use where the caller gave only the counts)."""
+        if self._seg is None:
+            self._seg = torch.repeat_interleave(torch.arange(self.counts.numel(), device=self.values.device),
+                                                self.stored)
+        return self._seg
 
     def maximum(self) -> torch.Tensor:
         """float64 maximum per segment (-inf for an empty one)."""
-        out = torch.full((self.counts.numel(),), float("-inf"), dtype=torch.float32, device=self.values.device)
-        return out.scatter_reduce(0, self.seg, self.values, reduce="amax", include_self=True).to(torch.float64)
+        out = torch.segment_reduce(self.values, "max", lengths=self.stored, initial=float("-inf"))
+        if self.zeros is not None:
+            out = torch.where(self.zeros > 0, out.clamp(min=0.0), out)
+        return out.to(torch.float64)
 
     def quantile(self, q: float) -> torch.Tensor:
         """float64 linear-interpolated ``q``-quantile per segment (:func:`segment_quantile`)."""
-        return segment_quantile(self.values, self.counts, q, self.seg)
+        seg = self._seg if self.values.device.type == "cpu" else self.seg  # the CPU selection reads slices
+        return segment_quantile(self.values, self.stored, q, seg, zeros=self.zeros)
 
     def total(self) -> torch.Tensor:
         """float64 sums per segment from one cumulative sum (a fixed-order scan, hence deterministic on every
-        device, unlike atomics)."""
+        device, unlike atomics); the unstored zeros add nothing."""
         v = self.values.to(torch.float64)
         inf = torch.isinf(v)  # +inf where the other mask is absent: kept out of the scan (inf - inf would be nan)
         cs = torch.cat([v.new_zeros(1), torch.where(inf, 0.0, v).cumsum(0)])
-        ends = self.counts.cumsum(0)
-        total = cs[ends] - cs[ends - self.counts]
-        n_inf = torch.bincount(self.seg[inf], minlength=self.counts.numel())
+        ends = self.stored.cumsum(0)
+        total = cs[ends] - cs[ends - self.stored]
+        cs_inf = torch.cat([ends.new_zeros(1), inf.to(torch.int64).cumsum(0)])
+        n_inf = cs_inf[ends] - cs_inf[ends - self.stored]
         return torch.where(n_inf > 0, float("inf"), total)
 
+    def within(self, tau: torch.Tensor) -> torch.Tensor:
+        """int64 count per segment of the members ``<= tau[s % C]`` (``tau``: float32 per class), zeros included."""
+        C = tau.numel()
+        S = self.counts.numel()
+        if bool((tau == tau[0]).all()):  # one tolerance: no per-value threshold needed
+            ok = (self.values <= tau[0]).to(torch.int64)
+            cs = torch.cat([ok.new_zeros(1), ok.cumsum(0)])
+            ends = self.stored.cumsum(0)
+            good = cs[ends] - cs[ends - self.stored]
+        else:
+            good = torch.bincount(self.seg[self.values <= tau[self.seg % C]], minlength=S)
+        if self.zeros is not None:
+            good = good + self.zeros  # 0 <= tau: every zero is within
+        return good
 
-def directed_sets(p, t, nd, spacings, convention, over_foreground=False) -> DistanceSets | None:
+
+def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
+    """:func:`directed_sets` on the CPU from the voxel lists of :func:`fastgsl.ops.nearest.surface_voxels`, which
+    never builds a volume but the dense path's site map (on the bounding box of what was found); NotImplemented
+    when the host library is unavailable.
+
+    The ``"paper"`` HD (``over_foreground``) stores only the queries outside the other mask; those inside are at
+    distance 0 and only counted (``DistanceSets.zeros``).  For the others the nearest voxel of the other mask lies
+    on its ``LabelContour`` (:func:`sparse_distances`), which are then the sites of both paths.
+
+    ``need`` (:func:`directed_sets`) lets the k-d tree search less: ``"maximum"`` ends a query's search once it
+    cannot raise its segment's maximum, a float32 ``(C,)`` tolerance ends it at the first site within.  Only that
+    reduction of the values is then exact."""
+    if p.numel() == 0:
+        return None
+    modes = ("outside", "contour") if over_foreground else ("edge",) if convention == "monai" else ("contour", "maurer")
+    found = nearest.surface_voxels(p, t, nd, modes)
+    if found is None:
+        return NotImplemented
+    lists, per_volume, zeros, box = found
+    queries, sites = lists[0], lists[-1]
+    B, C = p.shape[:2]
+    shape = tuple(p.shape[2:])
+    total = queries.numel() + (int(zeros.sum()) if zeros is not None else 0)
+    if total == 0:  # no query anywhere: every mask absent (or, for contours, full)
+        return None
+    n_found = per_volume[0]
+    seg = None  # DistanceSets builds it only if a reduction needs it
+    counts = n_found if zeros is None else n_found + zeros
+    values = None
+    path = distance_path()
+    if queries.numel() == 0:
+        values = torch.empty(0, dtype=torch.float32)
+    elif path != "dense" and sites.numel() <= _MAX_TREE:
+        ext = [hi - lo + 1 for lo, hi in box]
+        per_query = math.log2(total / 2 + 2)  # a rough log2 of the tree size, as calibrated
+        if path == "sparse" or queries.numel() * per_query * _SPARSE_COST <= 2 * B * C * math.prod(ext):
+            bc = torch.arange(B * C)
+            site_of = torch.cat([bc + B * C, bc])
+            sp = torch.tensor(spacings, dtype=torch.float64).repeat_interleave(C, 0).repeat(2, 1)
+            if need is None or isinstance(need, str):
+                values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1],
+                                                   goal=need or "distances")
+            else:
+                values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1],
+                                                   goal="within", tau=need.repeat(2 * B))
+    observe.note("metric_distances", "dense" if values is None else "sparse")
+    if values is None:
+        values = _dense_values(queries, sites, box, B, C, shape, spacings, nd)
+    present = (counts > 0).view(2, B, C)
+    return DistanceSets(values, seg, counts, present[0], present[1], zeros)
+
+
+def _dense_values(queries, sites, box, B, C, shape, spacings, nd):
+    """The distances of the query voxels (flat indices into ``(2, B, C, *shape)``) to the sites of the other
+    direction, through the dense EDT of the sites on ``box`` (which holds every query and site, hence the
+    nearest site of every query)."""
+    ext = (2, B, C) + tuple(b - a + 1 for a, b in box)
+    # scratch buffers (fastgsl.ops.workspace): read here only, never returned, so no page faults on repeated calls
+    site_map = workspace.scratch("metric_sites", math.prod(ext), torch.bool).zero_().view(ext)
+    site_map.view(-1)[nearest.to_box(sites, shape, box)] = True
+    dist = workspace.scratch("metric_distances", site_map.numel(), torch.float32).view(ext)
+    dist = distance_maps(site_map, spacings, nd, out=dist)  # dist[0]: to pred's sites, dist[1]: to target's
+    return dist.view(-1)[nearest.to_box(queries, shape, box, swap_half=B * C)]
+
+
+def directed_sets(p, t, nd, spacings, convention, over_foreground=False, need=None) -> DistanceSets | None:
     """The directed distance sets of the boolean masks ``p``, ``t`` ``(B, C, *spatial)``, or None when no item has
     any foreground.
 
     ``convention="monai"``: edge voxels against edge voxels; ``"paper"``: ``LabelContour`` voxels against the
     signed Maurer map's sites (its absolute value).  ``over_foreground`` (the ``"paper"`` HD) overrides both: all
-    foreground voxels against the whole other mask (the signed map clamped at 0)."""
+    foreground voxels against the whole other mask (the signed map clamped at 0).
+
+    ``need``: None (every reduction), ``"maximum"`` (only :meth:`DistanceSets.maximum` will be read) or a float32
+    ``(C,)`` tensor of tolerances (only :meth:`DistanceSets.within` of it); the CPU's k-d tree then searches
+    less (:func:`host_sets`)."""
     B, C = p.shape[:2]
+    if p.device.type == "cpu":
+        sets = host_sets(p, t, nd, spacings, convention, over_foreground, need)
+        if sets is not NotImplemented:
+            return sets
     box = crop_box(p, t, nd)
     if box is None:
         return None

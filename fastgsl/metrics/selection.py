@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from fastgsl.ops import nearest
+
 # (shift, width) of the digits of a non-negative float32's 31 value bits, most significant first
 _DIGITS = ((20, 11), (10, 10), (0, 10))
 
 
 def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
-                     seg: torch.Tensor | None = None, *, method: str | None = None) -> torch.Tensor:
+                     seg: torch.Tensor | None = None, *, method: str | None = None,
+                     zeros: torch.Tensor | None = None) -> torch.Tensor:
     """Linear-interpolated ``q``-quantile (numpy's default ``method="linear"``) of each of consecutive segments of
     ``values`` (non-negative float32, +inf allowed), segment ``s`` holding ``counts[s]`` values.  Returns float64
     per segment, nan for empty segments.  ``seg`` (optional) is the segment index of every value.
@@ -23,7 +26,11 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
       deterministic on every device), with no per-segment loop;
 
     and the next order statistic is either a tie (counted) or the segment minimum above it.  Both are exact, so
-    they return the same bits."""
+    they return the same bits.
+
+    ``zeros`` (optional, int ``(S,)``): segment ``s`` holds ``zeros[s]`` more values equal to 0 that are not stored
+    (the ``"paper"`` Hausdorff distance's voxels inside the other mask); the quantile is that of the whole
+    segment, ``counts[s] + zeros[s]`` values, as if they were stored."""
     if values.dtype != torch.float32:
         raise TypeError(f"values must be float32, got {values.dtype}")
     if not 0.0 <= q <= 1.0:
@@ -32,10 +39,22 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
     counts = counts.to(device=dev, dtype=torch.int64)
     S = counts.numel()
     out = torch.full((S,), float("nan"), dtype=torch.float64, device=dev)
-    if S == 0 or values.numel() == 0:
+    if S == 0 or (values.numel() == 0 and zeros is None):
         return out
     if method is None:
         method = "select" if dev.type == "cpu" else "radix"
+    if zeros is not None:
+        zeros = zeros.to(device=dev, dtype=torch.int64)
+        if method == "select":
+            return _quantile_with_zeros(values, counts, zeros, q, out)
+        # the radix selection reads segments through seg, in any order: the zeros can be appended
+        if seg is None:
+            seg = torch.repeat_interleave(torch.arange(S, device=dev), counts)
+        values = torch.cat([values, values.new_zeros(int(zeros.sum()))])
+        seg = torch.cat([seg, torch.repeat_interleave(torch.arange(S, device=dev), zeros)])
+        counts = counts + zeros
+    if S == 0 or values.numel() == 0:
+        return out
     if seg is None and method != "select":
         seg = torch.repeat_interleave(torch.arange(S, device=dev), counts)
     rank = (counts - 1).clamp(min=0).to(torch.float64) * q
@@ -48,14 +67,38 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
         v_hi = _next_order_statistic(values, seg, k, v_lo, S)
     else:
         raise ValueError(f"method must be 'select', 'radix' or None, got {method!r}")
+    return _interpolate(v_lo, v_hi, w, counts, out)
+
+
+def _interpolate(v_lo, v_hi, w, counts, out):
     lo, hi = v_lo.to(torch.float64), v_hi.to(torch.float64)
     interp = torch.where((w > 0) & (hi != lo), lo + w * (hi - lo), lo)
     return torch.where(counts > 0, interp, out)
 
 
+def _quantile_with_zeros(values, counts, zeros, q, out):
+    """:func:`segment_quantile` by selection where segment ``s`` also holds ``zeros[s]`` unstored zeros, which
+    (the values being >= 0) are its smallest: order statistic ``k`` is 0 for ``k < zeros[s]`` and the stored
+    values' ``k - zeros[s]``-th beyond."""
+    n = counts + zeros
+    rank = (n - 1).clamp(min=0).to(torch.float64) * q
+    k = rank.floor().to(torch.int64)
+    w = rank - k.to(torch.float64)
+    lo_f, hi_f = _select(values, counts, (k - zeros).clamp(min=0))
+    zero = torch.zeros_like(lo_f)
+    v_lo = torch.where(k < zeros, zero, lo_f)
+    v_hi = torch.where(k + 1 < zeros, zero, torch.where(k + 1 == zeros, lo_f, hi_f))
+    return _interpolate(v_lo, v_hi, w, n, out)
+
+
 def _select(values: torch.Tensor, counts: torch.Tensor, k: torch.Tensor):
     """The ``k[s]``-th and ``k[s] + 1``-th smallest (0-based) values of each consecutive segment (0 for an empty
-    one; the second is +inf where the segment has no value past ``k[s]``), one segment slice at a time."""
+    one; the second is +inf where the segment has no value past ``k[s]``): by the host library's selection on
+    the CPU (one task per segment), else one ``kthvalue`` per segment slice."""
+    if values.device.type == "cpu":
+        found = nearest.segment_select(values, counts, k)
+        if found is not None:
+            return found
     lo = torch.zeros(counts.numel(), dtype=values.dtype, device=values.device)
     hi = torch.full_like(lo, float("inf"))
     start = 0

@@ -39,10 +39,12 @@ def hausdorff_distance(pred: torch.Tensor, target: torch.Tensor, num_classes: in
     p, t, nd = to_masks(pred, target, num_classes, include_background, spatial_dims)
     spacings = spacing_rows(spacing, p.shape[0], nd)
     B, C = p.shape[:2]
-    sets = directed_sets(p, t, nd, spacings, convention, over_foreground=convention == "paper")
+    maximum = percentile is None or percentile == 100.0
+    sets = directed_sets(p, t, nd, spacings, convention, over_foreground=convention == "paper",
+                         need="maximum" if maximum else None)
     if sets is None:
         return all_absent(B, C, p.device, empty, float("nan"), 0.0)
-    per_dir = sets.maximum() if percentile is None or percentile == 100.0 else sets.quantile(percentile / 100.0)
+    per_dir = sets.maximum() if maximum else sets.quantile(percentile / 100.0)
     per_dir = per_dir.view(2, B, C)
     hd = per_dir[0] if directed else torch.maximum(per_dir[0], per_dir[1])
     hd = apply_policy(hd, sets.present_p, sets.present_t, empty, float("nan"), float("inf"), 0.0,
@@ -103,12 +105,12 @@ def surface_dice(pred: torch.Tensor, target: torch.Tensor, tolerance: float | Se
     B, C = p.shape[:2]
     tol = tolerances(tolerance, C)
     spacings = spacing_rows(spacing, B, nd)
-    sets = directed_sets(p, t, nd, spacings, convention)
-    if sets is None:
-        return all_absent(B, C, p.device, empty, float("nan"), 1.0)
     # compare in float32 like MONAI (float32 distances against the threshold)
     tau = torch.tensor(tol, dtype=torch.float32, device=p.device)
-    good = torch.bincount(sets.seg[sets.values <= tau[sets.seg % C]], minlength=2 * B * C).view(2, B, C)
+    sets = directed_sets(p, t, nd, spacings, convention, need=tau)
+    if sets is None:
+        return all_absent(B, C, p.device, empty, float("nan"), 1.0)
+    good = sets.within(tau).view(2, B, C)
     n = sets.counts.view(2, B, C)
     nsd = (good[0] + good[1]).to(torch.float64) / (n[0] + n[1]).clamp(min=1).to(torch.float64)
     nsd = apply_policy(nsd, sets.present_p, sets.present_t, empty, float("nan"), 0.0, 1.0, 0.0)

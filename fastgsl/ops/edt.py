@@ -2,10 +2,11 @@
 
 Contract (other modules rely on it):
 
-``distance_to_sites(sites, spacing=None, *, spatial_dims)``
+``distance_to_sites(sites, spacing=None, *, spatial_dims, out=None)``
     ``sites`` is a bool tensor ``(..., *spatial)``; returns float32 of the same shape on the same device, the
     Euclidean distance (in physical units, voxel centre to voxel centre) from every voxel to the nearest True
-    voxel of its own batch item; 0 at the sites; ``+inf`` everywhere in an item with no site.
+    voxel of its own batch item; 0 at the sites; ``+inf`` everywhere in an item with no site.  ``out``: a
+    contiguous float32 tensor of as many elements, on the same device, to write the result into.
 
 Batched signed maps (used by :mod:`fastgsl.dtm`, which resolves the ``fill=`` policies):
 
@@ -26,7 +27,8 @@ float64 squared distances so that unit-spacing results are exact).
 * ``"host"``: CPU tensors (and CUDA tensors when CuPy is missing, through a host copy, with a warning); the same
   source compiled as C++ (``kernels/edt_host.cpp``) by ``setup.py``, or on first use into
   ``$FASTGSL_CACHE_DIR`` (default ``~/.cache/fastgsl``) when the package was not built; threads across lines,
-  ``torch.get_num_threads()`` of them.  The host runs the envelope passes on tiles of 8 neighbouring lines (the
+  ``torch.get_num_threads()`` of them; the float64 workspace of the passes is kept per thread between calls
+  (:mod:`fastgsl.ops.workspace`).  The host runs the envelope passes on tiles of 8 neighbouring lines (the
   ``itk`` and ``sites`` modes as the 8 lanes of AVX-512 registers where the CPU has AVX-512F) and the ``itk`` first
   pass as row loops; every path gives the bits of the line routines that the CUDA build runs.
 * ``"scipy"``: last resort when the host library can neither be found nor compiled; a warning says so once.
@@ -48,6 +50,7 @@ import torch
 
 from fastgsl import _native, observe
 from fastgsl.kernels import manifest
+from fastgsl.ops import workspace
 from fastgsl.validation import check_spacing
 
 MODES = {"sites": 0, "itk": 1, "edt": 2, "kervadec": 3}
@@ -250,8 +253,10 @@ def _scipy_run(src: torch.Tensor, nonzero: bool, C: int, shape, spacing, mode: i
 
 
 # ----------------------------------------------------------------------------------------------------- driver
-def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int, fill: float) -> torch.Tensor:
-    """Flat float32 result for items = (src items) x C.  ``src`` is contiguous with a supported dtype."""
+def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int, fill: float,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat float32 result for items = (src items) x C, written into ``out`` (flat, contiguous) where given.
+    ``src`` is contiguous with a supported dtype."""
     if any(n > _MAX_AXIS for n in shape):
         raise ValueError(f"spatial axes longer than {_MAX_AXIS} are not supported, got {tuple(shape)}")
     N = math.prod(shape)
@@ -265,18 +270,23 @@ def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int,
         if engine is None and _host_engine() is not None:
             _warn_once("cupy", "fastgsl.ops.edt: CuPy is unavailable (" + str(_engines["cupy_reason"]) + "); CUDA "
                        "tensors are transformed by the host build through a CPU copy")
-            return _run(src.cpu(), nonzero=nonzero, C=C, shape=shape, spacing=spacing, mode=mode,
-                        fill=fill).to(device)
+            res = _run(src.cpu(), nonzero=nonzero, C=C, shape=shape, spacing=spacing, mode=mode, fill=fill)
+            return res.to(device) if out is None else out.copy_(res)
     else:
         engine = _host_engine()
     if engine is None:
         _warn_once("scipy", "fastgsl.ops.edt: the native host EDT library is unavailable ("
                    + str(_engines.get("host_reason")) + "); falling back to scipy, one item at a time (slow)")
         observe.note("edt", "scipy")
-        return _scipy_run(src, nonzero, C, shape, spacing, mode, fill)
+        res = _scipy_run(src, nonzero, C, shape, spacing, mode, fill)
+        return res if out is None else out.copy_(res)
     n0, n1, n2 = (1, *shape) if len(shape) == 2 else tuple(shape)
-    F = torch.empty(items * N, dtype=torch.float64, device=device)
-    out = torch.empty(items * N, dtype=torch.float32, device=device)
+    if device.type == "cpu":  # kept between calls: a fresh one costs a page fault per 4 KiB on first write
+        F = workspace.scratch("edt_squared", items * N, torch.float64)
+    else:
+        F = torch.empty(items * N, dtype=torch.float64, device=device)
+    if out is None:
+        out = torch.empty(items * N, dtype=torch.float32, device=device)
     engine.first(src, F, items * n0 * n1, C, nonzero, n0, n1, n2, spacing[-1], mode)
     for ax in range(len(shape) - 2, -1, -1):
         n = shape[ax]
@@ -299,7 +309,11 @@ def _check_dims(x: torch.Tensor, spatial_dims, what: str):
                          f"{spatial_dims} for a tensor of shape {tuple(x.shape)}")
 
 
-def distance_to_sites(sites: torch.Tensor, spacing=None, *, spatial_dims: int) -> torch.Tensor:
+def distance_to_sites(sites: torch.Tensor, spacing=None, *, spatial_dims: int,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    if out is not None and (out.dtype != torch.float32 or out.device != sites.device or not out.is_contiguous()
+                            or out.numel() != sites.numel()):
+        raise ValueError("out must be a contiguous float32 tensor with as many elements as sites, on its device")
     if not isinstance(sites, torch.Tensor):
         raise TypeError(f"sites must be a torch.Tensor, got {type(sites).__name__}")
     if sites.dtype != torch.bool:
@@ -307,9 +321,9 @@ def distance_to_sites(sites: torch.Tensor, spacing=None, *, spatial_dims: int) -
     _check_dims(sites, spatial_dims, "distance_to_sites")
     shape = tuple(sites.shape[sites.ndim - spatial_dims:])
     sp = check_spacing(spacing, spatial_dims)
-    out = _run(_mask_source(sites), nonzero=True, C=1, shape=shape, spacing=sp, mode=MODES["sites"],
-               fill=math.inf)
-    return out.reshape(sites.shape)
+    res = _run(_mask_source(sites), nonzero=True, C=1, shape=shape, spacing=sp, mode=MODES["sites"],
+               fill=math.inf, out=None if out is None else out.view(-1))
+    return res.reshape(sites.shape)
 
 
 def signed_dtm(mask: torch.Tensor, spacing=None, *, spatial_dims: int, convention: str = "itk",

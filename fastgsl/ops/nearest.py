@@ -21,14 +21,28 @@ import torch
 from fastgsl import _native
 from fastgsl.kernels import manifest
 
-_ABI_VERSION = 1
+_ABI_VERSION = 4
+#: what :func:`segment_distances` must get right (``kernels/nearest_host.cpp`` states each)
+GOALS = {"distances": 0, "maximum": 1, "within": 2}
+#: the surfaces :func:`surface_voxels` extracts (``kernels/surface_voxels.h`` states each rule)
+SURFACE_MODES = {"edge": 0, "contour": 1, "maurer": 2, "outside": 3}
 
 
 def _bind(lib: ctypes.CDLL):
     vp = ctypes.c_void_p
     lib.fastgsl_nearest_distances.argtypes = [vp, vp, vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp, vp, vp,
-                                              ctypes.c_int]
+                                              ctypes.c_int, ctypes.c_int, vp]
     lib.fastgsl_nearest_distances.restype = ctypes.c_int
+    lib.fastgsl_surface_extract.argtypes = [vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp, vp, vp, ctypes.c_int, vp,
+                                            vp, ctypes.c_int]
+    lib.fastgsl_surface_extract.restype = vp
+    lib.fastgsl_surface_collect.argtypes = [vp, vp, vp, vp, ctypes.c_longlong]
+    lib.fastgsl_surface_collect.restype = None
+    lib.fastgsl_surface_to_box.argtypes = [vp, ctypes.c_longlong, vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp,
+                                           ctypes.c_int]
+    lib.fastgsl_surface_to_box.restype = None
+    lib.fastgsl_segment_select.argtypes = [vp, vp, ctypes.c_longlong, vp, vp, vp, ctypes.c_int]
+    lib.fastgsl_segment_select.restype = ctypes.c_int
     lib.fastgsl_nearest_abi_version.restype = ctypes.c_int
     if lib.fastgsl_nearest_abi_version() != _ABI_VERSION:
         raise OSError("host nearest-site library has a different ABI version")
@@ -47,7 +61,14 @@ def _offsets(idx: torch.Tensor, S: int, V: int) -> torch.Tensor:
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
-def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch.Tensor, shape, spacing):
+def _cumulative(counts: torch.Tensor) -> torch.Tensor:
+    counts = counts.to(torch.int64)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch.Tensor, shape, spacing,
+                      query_counts: torch.Tensor | None = None, site_counts: torch.Tensor | None = None, *,
+                      goal: str = "distances", tau: torch.Tensor | None = None):
     """float32 distance from every query voxel to the nearest site of its segment's site set.
 
     Args:
@@ -55,6 +76,13 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
         site_of: int64 ``(S,)``: query segment ``s`` is measured against the sites of segment ``site_of[s]``.
         shape: the spatial shape (2-D or 3-D).
         spacing: ``(S, len(shape))`` float64 (per query segment).
+        query_counts, site_counts: int64 ``(S,)`` (optional): how many queries / sites each segment holds, where the
+            caller knows them (else they are counted).
+        goal: ``"distances"``: every query's exact distance.  ``"maximum"``: only each segment's maximum is exact
+            (a query stops searching once it cannot raise it; its value is then at most the maximum).
+            ``"within"``: only ``value <= tau[s]`` is exact (the search stops at the first site within ``tau[s]``;
+            ``+inf`` where there is none).
+        tau: float32 ``(S,)``, the tolerance of each query segment for ``goal="within"``.
 
     Returns a float32 tensor like ``queries`` (``+inf`` where the site segment is empty), or None when the host
     library is unavailable.
@@ -68,14 +96,101 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
     V = math.prod(shape)
     q = queries.contiguous().to(torch.int64)
     s = sites.contiguous().to(torch.int64)
-    q_off, s_off = _offsets(q, S, V), _offsets(s, S, V)
+    q_off = _offsets(q, S, V) if query_counts is None else _cumulative(query_counts)
+    s_off = _offsets(s, S, V) if site_counts is None else _cumulative(site_counts)
     site_of = site_of.contiguous().to(torch.int64)
     shp = torch.tensor(shape, dtype=torch.int64)
     sp = torch.as_tensor(spacing, dtype=torch.float64).reshape(S, nd).contiguous()
     out = torch.empty(q.numel(), dtype=torch.float32)
+    if goal == "within":
+        tau = torch.as_tensor(tau, dtype=torch.float32).reshape(S).contiguous()
     rc = lib.fastgsl_nearest_distances(q.data_ptr(), q_off.data_ptr(), s.data_ptr(), s_off.data_ptr(),
                                        site_of.data_ptr(), S, nd, shp.data_ptr(), sp.data_ptr(), out.data_ptr(),
-                                       max(1, torch.get_num_threads()))
+                                       max(1, torch.get_num_threads()), GOALS[goal],
+                                       tau.data_ptr() if goal == "within" else None)
     if rc:
         raise MemoryError("host nearest-site search: a worker thread failed (out of memory)")
     return out
+
+
+def surface_voxels(pred: torch.Tensor, target: torch.Tensor, nd: int, modes):
+    """The surface voxels of the boolean CPU masks ``pred``, ``target`` ``(B, C, *spatial)`` under each of ``modes``
+    (names of :data:`SURFACE_MODES`), in one pass over their rows, without a full-size temporary.
+
+    Returns ``(lists, per_volume, inside, box)``, or None when the host library is unavailable: ``lists[m]``, the
+    int64 flat indices (ascending) of the voxels of mode ``m`` in the ``(2, B, C, *spatial)`` grid of pred's then
+    target's masks; ``per_volume[m]``, how many of them lie in each of the ``2 * B * C`` masks; ``inside`` (int64
+    ``(2 * B * C,)``, only with ``"outside"``, else None), the voxels of each mask inside the other; ``box``, the
+    per-axis ``(lo, hi)`` inclusive bounds of every voxel found (None when none was).
+    """
+    lib = host_library.load()[0]
+    if lib is None:
+        return None
+    B, C = pred.shape[:2]
+    shape = tuple(pred.shape[2:])
+    if pred.stride() != target.stride() or (shape and pred.stride(-1) != 1):
+        pred, target = pred.contiguous(), target.contiguous()
+    st = pred.stride()
+    off = torch.tensor([b * st[0] + c * st[1] for b in range(B) for c in range(C)], dtype=torch.int64).repeat(2)
+    if nd == 2:
+        shp, strides = (1,) + shape, (0, st[2])
+    else:
+        shp, strides = shape, st[2:4]
+    shp_t = torch.tensor(shp, dtype=torch.int64)
+    str_t = torch.tensor(strides, dtype=torch.int64)
+    mode_t = torch.tensor([SURFACE_MODES[m] for m in modes], dtype=torch.int32)
+    counts = torch.zeros(len(modes), dtype=torch.int64)
+    box = torch.zeros(6, dtype=torch.int64)
+    nvol = 2 * B * C
+    h = lib.fastgsl_surface_extract(pred.data_ptr(), target.data_ptr(), off.data_ptr(), nvol, nd, shp_t.data_ptr(),
+                                    str_t.data_ptr(), mode_t.data_ptr(), len(modes), counts.data_ptr(),
+                                    box.data_ptr(), max(1, torch.get_num_threads()))
+    if not h:
+        raise MemoryError("host surface extraction: out of memory")
+    lists = [torch.empty(int(n), dtype=torch.int64) for n in counts.tolist()]
+    ptrs = (ctypes.c_void_p * len(lists))(*[x.data_ptr() for x in lists])
+    inside = torch.zeros(nvol, dtype=torch.int64) if "outside" in modes else None
+    per_volume = torch.empty((len(modes), nvol), dtype=torch.int64)
+    lib.fastgsl_surface_collect(h, ptrs, per_volume.data_ptr(), None if inside is None else inside.data_ptr(), nvol)
+    lo, hi = box.tolist()[:3], box.tolist()[3:]
+    if nd == 2:
+        lo, hi = lo[1:], hi[1:]
+    found = hi[0] >= lo[0]
+    return lists, per_volume, inside, (list(zip(lo, hi)) if found else None)
+
+
+def to_box(idx: torch.Tensor, shape, box, swap_half: int | None = None) -> torch.Tensor:
+    """Flat indices ``idx`` (int64, CPU) into a ``(S, *shape)`` grid, re-expressed in the ``(S, *extent)`` grid of
+    ``box`` (per-axis inclusive ``(lo, hi)``, holding every voxel of ``idx``).  ``swap_half``: each index also
+    moves by that many volumes to the other half of the grid (pred's masks <-> target's).  Needs the host
+    library."""
+    lib = host_library.load()[0]
+    if len(shape) == 2:
+        shape, box = (1,) + tuple(shape), [(0, 0)] + list(box)
+    shp = torch.tensor(shape, dtype=torch.int64)
+    lo = torch.tensor([a for a, _ in box], dtype=torch.int64)
+    ext = torch.tensor([b - a + 1 for a, b in box], dtype=torch.int64)
+    idx = idx.contiguous()
+    out = torch.empty_like(idx)
+    lib.fastgsl_surface_to_box(idx.data_ptr(), idx.numel(), shp.data_ptr(), lo.data_ptr(), ext.data_ptr(),
+                               swap_half or 0, int(swap_half is not None), out.data_ptr(),
+                               max(1, torch.get_num_threads()))
+    return out
+
+
+def segment_select(values: torch.Tensor, counts: torch.Tensor, k: torch.Tensor):
+    """The ``k[s]``-th and ``k[s] + 1``-th smallest (0-based) of each consecutive segment of the float32 CPU
+    ``values`` (``counts[s]`` each): two float32 ``(S,)`` tensors (0 and +inf for an empty segment; +inf for the
+    second where the segment has no value past ``k[s]``), or None when the host library is unavailable."""
+    lib = host_library.load()[0]
+    if lib is None:
+        return None
+    v = values.contiguous()
+    off = _cumulative(counts)
+    k = k.to(torch.int64).contiguous()
+    lo = torch.empty(counts.numel(), dtype=torch.float32)
+    hi = torch.empty_like(lo)
+    if lib.fastgsl_segment_select(v.data_ptr(), off.data_ptr(), counts.numel(), k.data_ptr(), lo.data_ptr(),
+                                  hi.data_ptr(), max(1, torch.get_num_threads())):
+        raise MemoryError("host segment selection: out of memory")
+    return lo, hi

@@ -1,0 +1,176 @@
+// The surface voxels of boolean masks, as sorted flat indices, in one pass over the rows of the masks.
+//
+// The surface metrics (fastgsl/metrics/distances.py) measure distances between a few voxels of each mask: MONAI's
+// edge voxels, ITK's LabelContour voxels, the sites of ITK's signed Maurer map, or the voxels of one mask outside
+// the other.  Built from whole-volume tensor operations, each of these costs a dozen full passes and as many
+// fresh full-size temporaries (and their page faults), far more than the distances themselves on a CPU; here
+// every row of a mask is read once per neighbouring row, only rows that hold a voxel of the mask are tested, and
+// the result is the list of voxels, never a volume.  Used by nearest_host.cpp; no Python or torch API.
+//
+// The rules (m: the mask; a neighbour outside the image takes the mode's border value):
+//   SV_EDGE      m and not all 2 nd face neighbours in m, border 0 (scipy binary_erosion's cross, border_value=0)
+//   SV_CONTOUR   the same with border 1 (ITK LabelContourImageFilter, fullyConnected=false)
+//   SV_MAURER    m and not all 3^nd - 1 neighbours in m, border 1 (the sites of SignedMaurerDistanceMap)
+//   SV_OUTSIDE   m and not other (the other mask of the pair), counting m and other apart
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "host_parallel.h"
+
+namespace fastgsl_surface {
+
+enum Mode { SV_EDGE = 0, SV_CONTOUR = 1, SV_MAURER = 2, SV_OUTSIDE = 3 };
+constexpr int kMaxModes = 3;
+
+// A batch of masks: volume v < nvol starts at base[v / half] + off[v]; the other mask of v is volume
+// (v + half) % (2 half) (pred against target).  Axis strides in elements; the last axis is contiguous.
+struct Volumes {
+    const unsigned char* base[2];
+    const long long* off;
+    long long nvol, half;
+    int nd;
+    long long n0, n1, n2;  // 2-D masks have n0 = 1
+    long long s0, s1;
+
+    const unsigned char* row(long long v, long long i0, long long i1) const {
+        return base[v / half] + off[v] + i0 * s0 + i1 * s1;
+    }
+};
+
+inline bool row_empty(const unsigned char* r, long long n) {
+    unsigned char acc = 0;
+    for (long long x = 0; x < n; ++x) acc |= r[x];
+    return acc == 0;
+}
+
+// Work rows of one thread: the neighbour ANDs of the current row, with one padding byte at each end.
+struct RowWork {
+    std::vector<unsigned char> a, b, bnd;
+    explicit RowWork(long long n) : a((size_t)n + 2), b((size_t)n + 2), bnd((size_t)n) {}
+};
+
+// bnd[x] for x < n2 of row (i0, i1) of volume v under `mode`; returns false when the row has no such voxel.
+inline bool boundary_row(const Volumes& V, long long v, long long i0, long long i1, int mode, RowWork& w) {
+    const long long n = V.n2;
+    const unsigned char* cur = V.row(v, i0, i1);
+    unsigned char* bnd = w.bnd.data();
+    if (mode == SV_OUTSIDE) {
+        const unsigned char* oth = V.row((v + V.half) % (2 * V.half), i0, i1);
+        unsigned char acc = 0;
+        for (long long x = 0; x < n; ++x) acc |= (bnd[x] = (unsigned char)(cur[x] & (oth[x] ^ 1)));
+        return acc != 0;
+    }
+    const unsigned char border = mode == SV_EDGE ? 0 : 1;
+    unsigned char* and_rows = w.a.data() + 1;  // and_rows[-1], and_rows[n]: outside the image
+    and_rows[-1] = and_rows[n] = border;
+    const long long lo0 = V.nd == 3 ? i0 - 1 : i0, hi0 = V.nd == 3 ? i0 + 1 : i0;
+    if (mode == SV_MAURER) {
+        // and over the 3^(nd-1) rows around (i0, i1), the current one included, then over x - 1, x, x + 1
+        std::memset(and_rows, 1, (size_t)n);
+        for (long long j0 = lo0; j0 <= hi0; ++j0) {
+            for (long long j1 = i1 - 1; j1 <= i1 + 1; ++j1) {
+                if (j0 < 0 || j0 >= V.n0 || j1 < 0 || j1 >= V.n1) continue;  // all border (1): nothing to AND
+                const unsigned char* r = V.row(v, j0, j1);
+                for (long long x = 0; x < n; ++x) and_rows[x] &= r[x];
+            }
+        }
+        unsigned char acc = 0;
+        for (long long x = 0; x < n; ++x)
+            acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x - 1] & and_rows[x] & and_rows[x + 1]) ^ 1)));
+        return acc != 0;
+    }
+    // the face neighbours: the rows (i0 +- 1, i1), (i0, i1 +- 1) at x, the current row at x +- 1
+    std::memset(and_rows, 1, (size_t)n);
+    const long long nb[4][2] = {{i0, i1 - 1}, {i0, i1 + 1}, {i0 - 1, i1}, {i0 + 1, i1}};
+    const int nnb = V.nd == 3 ? 4 : 2;
+    for (int k = 0; k < nnb; ++k) {
+        const long long j0 = nb[k][0], j1 = nb[k][1];
+        if (j0 < 0 || j0 >= V.n0 || j1 < 0 || j1 >= V.n1) {
+            if (!border) std::memset(and_rows, 0, (size_t)n);
+            continue;
+        }
+        const unsigned char* r = V.row(v, j0, j1);
+        for (long long x = 0; x < n; ++x) and_rows[x] &= r[x];
+    }
+    unsigned char* side = w.b.data() + 1;
+    side[-1] = side[n] = border;
+    std::memcpy(side, cur, (size_t)n);
+    unsigned char acc = 0;
+    for (long long x = 0; x < n; ++x)
+        acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x] & side[x - 1] & side[x + 1]) ^ 1)));
+    return acc != 0;
+}
+
+// What one thread found, for its contiguous range of rows (so that the threads' lists, concatenated in thread
+// order, are sorted).
+struct Found {
+    std::vector<long long> idx[kMaxModes];
+    std::vector<long long> per_volume[kMaxModes];  // how many of idx[m] lie in each volume
+    std::vector<long long> inside;  // per volume: voxels of m inside the other mask (SV_OUTSIDE)
+    long long lo[3], hi[3];         // bounding box of every voxel found, any mode
+};
+
+// The surface voxels of every volume under each of `nmodes` modes, as flat indices into the (nvol, n0, n1, n2)
+// grid: lists[m] holds the voxels of mode m, ascending.  inside[v]: voxels of volume v inside the other mask
+// (only counted where a mode is SV_OUTSIDE).  lo / hi: the bounding box of everything found (lo > hi if nothing).
+struct Result {
+    std::vector<Found> parts;
+    int nmodes;
+    long long count(int m) const {
+        long long c = 0;
+        for (const Found& f : parts) c += (long long)f.idx[m].size();
+        return c;
+    }
+};
+
+inline int extract(const Volumes& V, const int* modes, int nmodes, int nthreads, Result& res) {
+    const long long rows = V.nvol * V.n0 * V.n1;
+    res.nmodes = nmodes;
+    long long p = nthreads < 1 ? 1 : nthreads;
+    if (p > rows) p = rows < 1 ? 1 : rows;
+    res.parts.assign((size_t)p, Found{});
+    bool count_inside = false;
+    for (int m = 0; m < nmodes; ++m) count_inside |= modes[m] == SV_OUTSIDE;
+    return fastgsl_host::parallel_ranges(rows, (int)p, [&](long long a, long long b, long long t) {
+        Found& f = res.parts[(size_t)t];
+        for (int k = 0; k < 3; ++k) f.lo[k] = 1LL << 62, f.hi[k] = -1;
+        if (count_inside) f.inside.assign((size_t)V.nvol, 0);
+        for (int m = 0; m < nmodes; ++m) f.per_volume[m].assign((size_t)V.nvol, 0);
+        RowWork w(V.n2);
+        const long long plane = V.n0 * V.n1;
+        for (long long r = a; r < b; ++r) {
+            const long long v = r / plane, i0 = (r % plane) / V.n1, i1 = r % V.n1;
+            const unsigned char* cur = V.row(v, i0, i1);
+            if (row_empty(cur, V.n2)) continue;
+            if (count_inside) {
+                const unsigned char* oth = V.row((v + V.half) % (2 * V.half), i0, i1);
+                long long c = 0;
+                for (long long x = 0; x < V.n2; ++x) c += cur[x] & oth[x];
+                f.inside[(size_t)v] += c;
+            }
+            const long long base = r * V.n2;
+            for (int m = 0; m < nmodes; ++m) {
+                if (!boundary_row(V, v, i0, i1, modes[m], w)) continue;
+                std::vector<long long>& out = f.idx[m];
+                const size_t before = out.size();
+                long long first = -1, last = -1;
+                for (long long x = 0; x < V.n2; ++x) {
+                    if (w.bnd[(size_t)x]) {
+                        out.push_back(base + x);
+                        if (first < 0) first = x;
+                        last = x;
+                    }
+                }
+                f.per_volume[m][(size_t)v] += (long long)(out.size() - before);
+                f.lo[0] = std::min(f.lo[0], i0), f.hi[0] = std::max(f.hi[0], i0);
+                f.lo[1] = std::min(f.lo[1], i1), f.hi[1] = std::max(f.hi[1], i1);
+                f.lo[2] = std::min(f.lo[2], first), f.hi[2] = std::max(f.hi[2], last);
+            }
+        }
+    });
+}
+
+}  // namespace fastgsl_surface
