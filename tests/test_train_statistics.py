@@ -206,9 +206,10 @@ def test_main_job_unchanged_and_validate_preset_parses():
     assert main.training_seeds == [42] and main.epochs == 40 and main.num_cases == 24 and main.fold_ids == [0]
     assert main.losses == ["dice_ce", "bl", "gsl"] and main.iters_per_epoch == 25 and main.patch_size == [32, 32, 16]
     val = parse_config(["--preset", "validate"])
-    assert val.training_seeds == [42, 43] and val.epochs > main.epochs and val.losses == main.losses
+    assert val.training_seeds == [42, 43, 44] and val.epochs > main.epochs and val.losses == main.losses
+    assert val.threads == main.threads == 1
     held_out = lambda c: c.num_cases // c.folds * len(c.fold_ids)  # noqa: E731
-    assert held_out(val) == 24 > held_out(main) == 12
+    assert held_out(val) == 32 > held_out(main) == 12
     assert parse_config(["--preset", "validate", "--seeds", "0,1", "2"]).training_seeds == [0, 1, 2]
     assert parse_config(["--seeds", "7"]).training_seeds == [7]
     with pytest.raises(ValueError, match="distinct"):
