@@ -189,10 +189,16 @@ def test_goals_keep_their_reduction_exact(shape, threads):
         exact = nearest.segment_distances(q, s, site_of, shape, sp)
         top = nearest.segment_distances(q, s, site_of, shape, sp, goal="maximum")
         some = exact[seg == 0]
-        for tau in (0.0, float(some.median()), float(some.min()), 1.5):
+        paths = set()
+        for tau in (0.0, float(some.median()), float(some.min()), 1.5, 40.0):
             taus = torch.tensor([tau, tau * 0.5, 1.0, tau], dtype=torch.float32)
+            paths.update(nearest.within_rows(shape, sp[k].tolist(), float(taus[k])) is None for k in range(S))
             near = nearest.segment_distances(q, s, site_of, shape, sp, goal="within", tau=taus)
             assert torch.equal(near <= taus[seg], exact <= taus[seg])
+            hit = torch.isfinite(near)  # the distance of a real site within tau: no nearer than the nearest
+            assert (near[hit] >= exact[hit]).all() and (near[hit] <= taus[seg][hit]).all()
+        # small tolerances scan stencil rows; the largest needs too many rows and takes the k-d tree
+        assert paths == {False, True}
     finally:
         torch.set_num_threads(old)
     for k in range(S):
