@@ -45,6 +45,7 @@ struct Node {
 struct Tree {
     std::vector<Point> pts;
     std::vector<Node> nodes;
+    std::vector<int> hist;  // build's scratch
 };
 
 struct Geometry {
@@ -83,6 +84,8 @@ inline double bound2(const int* off, const Geometry& g) {
     return acc;
 }
 
+// Builds the subtree of points [begin, end): its box, the split axis (the box's physically widest), the median
+// coordinate along it and the partition around that median.
 int build(Tree& t, int begin, int end, const Geometry& g) {
     const int id = (int)t.nodes.size();
     t.nodes.push_back(Node{{0, 0, 0}, {0, 0, 0}, begin, end, -1});
@@ -96,7 +99,6 @@ int build(Tree& t, int begin, int end, const Geometry& g) {
     }
     t.nodes[id] = n;
     if (end - begin <= kLeaf) return id;
-    // split the axis of largest physical extent at the median
     int dim = 0;
     double widest = -1.0;
     for (int k = 0; k < g.nd; ++k) {
@@ -104,8 +106,23 @@ int build(Tree& t, int begin, int end, const Geometry& g) {
         if (w > widest) widest = w, dim = k;
     }
     const int mid = begin + (end - begin) / 2;
-    std::nth_element(t.pts.begin() + begin, t.pts.begin() + mid, t.pts.begin() + end,
-                     [dim](const Point& a, const Point& b) { return a.c[dim] < b.c[dim]; });
+    const long long bins = (long long)n.hi[dim] - n.lo[dim] + 1;
+    if (bins <= 4096) {
+        // the median coordinate from a histogram (coordinates are small integers, with many ties on a surface),
+        // then a three-way partition around it: the postcondition of nth_element at mid, at a fraction of its cost
+        std::vector<int>& h = t.hist;
+        h.assign((size_t)bins, 0);
+        for (int i = begin; i < end; ++i) ++h[(size_t)(t.pts[i].c[dim] - n.lo[dim])];
+        long long seen = 0, b = 0;
+        while (seen + h[(size_t)b] <= mid - begin) seen += h[(size_t)b++];
+        const int plane = n.lo[dim] + (int)b;
+        auto first = t.pts.begin() + begin, last = t.pts.begin() + end;
+        auto eq = std::partition(first, last, [dim, plane](const Point& p) { return p.c[dim] < plane; });
+        std::partition(eq, last, [dim, plane](const Point& p) { return p.c[dim] == plane; });
+    } else {
+        std::nth_element(t.pts.begin() + begin, t.pts.begin() + mid, t.pts.begin() + end,
+                         [dim](const Point& a, const Point& b) { return a.c[dim] < b.c[dim]; });
+    }
     build(t, begin, mid, g);
     const int right = build(t, mid, end, g);
     t.nodes[id].right = right;
