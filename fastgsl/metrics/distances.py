@@ -166,9 +166,11 @@ class DistanceSets:
         return segment_quantile(self.values, self.stored, q, seg, zeros=self.zeros)
 
     def total(self) -> torch.Tensor:
-        """float64 sums per segment from one cumulative sum (a fixed-order scan, hence deterministic on every
-        device, unlike atomics); the unstored zeros add nothing."""
+        """float64 sums per segment, in a fixed order (hence deterministic, unlike atomics): on the CPU one
+        sequential sum per segment, elsewhere from one cumulative sum; the unstored zeros add nothing."""
         v = self.values.to(torch.float64)
+        if v.device.type == "cpu":  # +inf (the other mask absent) sums to +inf
+            return torch.segment_reduce(v, "sum", lengths=self.stored, initial=0.0)
         inf = torch.isinf(v)  # +inf where the other mask is absent: kept out of the scan (inf - inf would be nan)
         cs = torch.cat([v.new_zeros(1), torch.where(inf, 0.0, v).cumsum(0)])
         ends = self.stored.cumsum(0)
