@@ -312,6 +312,7 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
         double seg_max = -1.0, limit = 0.0;
         bool fresh = true;
         std::vector<long long> cursor;
+        long long at = -1;  // the first site not below the query (goals 0 and 1)
         for (long long i = a; i < b; ++i) {
             while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true;
             if (by_rows[(size_t)s]) {
@@ -354,10 +355,25 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
                 out[i] = inf;
                 continue;
             }
+            const long long k = site_of[s];
             if (fresh) {
                 seg_max = -1.0;
                 if (goal == 2) limit = limits[(size_t)s];
                 fresh = false;
+                at = -1;
+            }
+            if (goal != 2) {
+                // a query that is itself a site is at 0 (MONAI's edges where the two surfaces meet): the sorted
+                // sites are walked by a cursor as the queries ascend, instead of a search
+                const long long self = k * V + (q_idx[i] - s * V);
+                if (at < 0)
+                    at = std::lower_bound(s_idx + s_off[k], s_idx + s_off[k + 1], self) - s_idx;
+                else
+                    while (at < s_off[k + 1] && s_idx[at] < self) ++at;
+                if (at < s_off[k + 1] && s_idx[at] == self) {
+                    out[i] = 0.0f;
+                    continue;
+                }
             }
             const Geometry& g = geo[(size_t)s];
             int q[3];
