@@ -236,7 +236,10 @@ bool within_stencil(const Geometry& g, double limit, std::vector<StencilRow>& ro
                 return false;
             }
             long long flat = 0, stride = g.shape[ND - 1];
-            for (int k = ND - 2; k >= 0; --k) flat += (long long)(ND == 3 && k == 0 ? a : b) * stride, stride *= g.shape[k];
+            for (int k = ND - 2; k >= 0; --k) {
+                flat += (long long)(ND == 3 && k == 0 ? a : b) * stride;
+                stride *= g.shape[k];
+            }
             rows.push_back(StencilRow{{ND == 3 ? a : b, b}, reach, flat, d2});
         }
     }
