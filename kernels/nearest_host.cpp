@@ -45,6 +45,7 @@ struct Node {
 struct Tree {
     std::vector<Point> pts;
     std::vector<Node> nodes;
+    std::vector<int> hist;  // build's scratch
 };
 
 struct Geometry {
@@ -83,6 +84,8 @@ inline double bound2(const int* off, const Geometry& g) {
     return acc;
 }
 
+// Builds the subtree of points [begin, end): its box, the split axis (the box's physically widest), the median
+// coordinate along it and the partition around that median.
 int build(Tree& t, int begin, int end, const Geometry& g) {
     const int id = (int)t.nodes.size();
     t.nodes.push_back(Node{{0, 0, 0}, {0, 0, 0}, begin, end, -1});
@@ -96,7 +99,6 @@ int build(Tree& t, int begin, int end, const Geometry& g) {
     }
     t.nodes[id] = n;
     if (end - begin <= kLeaf) return id;
-    // split the axis of largest physical extent at the median
     int dim = 0;
     double widest = -1.0;
     for (int k = 0; k < g.nd; ++k) {
@@ -104,8 +106,23 @@ int build(Tree& t, int begin, int end, const Geometry& g) {
         if (w > widest) widest = w, dim = k;
     }
     const int mid = begin + (end - begin) / 2;
-    std::nth_element(t.pts.begin() + begin, t.pts.begin() + mid, t.pts.begin() + end,
-                     [dim](const Point& a, const Point& b) { return a.c[dim] < b.c[dim]; });
+    const long long bins = (long long)n.hi[dim] - n.lo[dim] + 1;
+    if (bins <= 4096) {
+        // the median coordinate from a histogram (coordinates are small integers, with many ties on a surface),
+        // then a three-way partition around it: the postcondition of nth_element at mid, at a fraction of its cost
+        std::vector<int>& h = t.hist;
+        h.assign((size_t)bins, 0);
+        for (int i = begin; i < end; ++i) ++h[(size_t)(t.pts[i].c[dim] - n.lo[dim])];
+        long long seen = 0, b = 0;
+        while (seen + h[(size_t)b] <= mid - begin) seen += h[(size_t)b++];
+        const int plane = n.lo[dim] + (int)b;
+        auto first = t.pts.begin() + begin, last = t.pts.begin() + end;
+        auto eq = std::partition(first, last, [dim, plane](const Point& p) { return p.c[dim] < plane; });
+        std::partition(eq, last, [dim, plane](const Point& p) { return p.c[dim] == plane; });
+    } else {
+        std::nth_element(t.pts.begin() + begin, t.pts.begin() + mid, t.pts.begin() + end,
+                         [dim](const Point& a, const Point& b) { return a.c[dim] < b.c[dim]; });
+    }
     build(t, begin, mid, g);
     const int right = build(t, mid, end, g);
     t.nodes[id].right = right;
@@ -169,6 +186,73 @@ double within_limit(float tau) {
     return r;
 }
 
+// A surface Dice query with a small tolerance needs no tree: the sites within tau of query q lie on the few rows
+// (the voxel rows along the last axis) at offsets (d0, d1) from q's row, each within `reach` voxels of q along
+// the row.  The sites are sorted flat indices, so the sites of one such row near q form one index range, and as
+// the queries ascend so does that range: one forward-moving cursor per stencil row answers every query.
+constexpr int kMaxStencilRows = 48;
+
+struct StencilRow {
+    int d[2];        // offsets along the row axes (nd - 1 of them)
+    int reach;       // sites at most this many voxels away along the row are within tau
+    long long flat;  // the flat index offset of the row
+    double d2;       // squared distance of the row's nearest offset (for the visiting order)
+};
+
+// The rows of the offsets within `limit` (squared, within_limit's), nearest first, computed with dist2's operations
+// so that the test is the k-d tree's; false (rows cleared) when there are more than kMaxStencilRows.
+template <int ND>
+bool within_stencil(const Geometry& g, double limit, std::vector<StencilRow>& rows) {
+    rows.clear();
+    if (!(limit >= 0.0)) return true;  // no site is within
+    const double r = std::sqrt(limit);
+    int span[3] = {0, 0, 0};
+    for (int k = 0; k < ND; ++k) {
+        const double n = std::floor(r / g.sp[k]) + 1.0;
+        const double cap = (double)(g.shape[k] - 1);
+        if (!(n <= 1e6)) return false;  // a tiny spacing: far too many rows
+        span[k] = (int)std::min(n, cap);
+    }
+    long long candidates = 1;
+    for (int k = 0; k < ND - 1; ++k) candidates *= 2 * span[k] + 1;
+    if (candidates > 8 * kMaxStencilRows) return false;
+    const int zero[3] = {0, 0, 0};
+    const int s0 = ND == 3 ? span[0] : 0, s1 = ND >= 2 ? span[ND - 2] : 0;
+    for (int a = -s0; a <= s0; ++a) {
+        for (int b = -s1; b <= s1; ++b) {
+            int off[3] = {0, 0, 0};
+            if (ND == 3) off[0] = a, off[1] = b;
+            if (ND == 2) off[0] = b;
+            const double d2 = dist2<ND>(zero, off, g);
+            if (!(d2 <= limit)) continue;
+            int reach = 0;
+            while (reach < span[ND - 1]) {  // the distance grows with |offset| along the row (rounding is monotone)
+                off[ND - 1] = reach + 1;
+                if (!(dist2<ND>(zero, off, g) <= limit)) break;
+                ++reach;
+            }
+            if ((int)rows.size() == kMaxStencilRows) {
+                rows.clear();
+                return false;
+            }
+            long long flat = 0, stride = g.shape[ND - 1];
+            for (int k = ND - 2; k >= 0; --k) {
+                flat += (long long)(ND == 3 && k == 0 ? a : b) * stride;
+                stride *= g.shape[k];
+            }
+            rows.push_back(StencilRow{{ND == 3 ? a : b, b}, reach, flat, d2});
+        }
+    }
+    std::stable_sort(rows.begin(), rows.end(), [](const StencilRow& x, const StencilRow& y) { return x.d2 < y.d2; });
+    return true;
+}
+
+bool stencil_for(int nd, const Geometry& g, double limit, std::vector<StencilRow>& rows) {
+    if (nd == 3) return within_stencil<3>(g, limit, rows);
+    if (nd == 2) return within_stencil<2>(g, limit, rows);
+    return within_stencil<1>(g, limit, rows);
+}
+
 }  // namespace
 
 // Query segment s holds the voxels q_idx[q_off[s] .. q_off[s + 1]) (flat indices into a (nseg, *shape) grid,
@@ -182,7 +266,8 @@ double within_limit(float tau) {
 // far (on its thread), since it cannot raise the maximum; out[i] is then that site's distance, at most the
 // maximum, so every segment's maximum of out is exact.  goal 2 (surface Dice: only d <= tau[s] is read): the
 // search only looks within tau[s] and ends at the first site there; out[i] is that site's distance, or +inf if
-// there is none, so (out[i] <= tau) is exact.
+// there is none, so (out[i] <= tau) is exact.  Where tau[s] spans at most kMaxStencilRows voxel rows, goal 2
+// scans those rows' sites with forward-moving cursors instead of building a tree (within_stencil).
 extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long* q_off, const long long* s_idx,
                                          const long long* s_off, const long long* site_of, long long nseg, int nd,
                                          const long long* shape, const double* spacing, float* out, int nthreads,
@@ -192,12 +277,22 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
     for (int k = 0; k < nd; ++k) V *= shape[k];
     std::vector<Tree> trees((size_t)nseg);
     std::vector<Geometry> geo((size_t)nseg);
+    std::vector<double> limits((size_t)nseg, 0.0);
+    std::vector<std::vector<StencilRow>> stencils((size_t)nseg);
+    std::vector<char> by_rows((size_t)nseg, 0);  // goal 2 answered by the stencil's cursors, without a tree
     int rc = fastgsl_host::parallel_ranges(nseg, nthreads, [&](long long a, long long b, long long) {
         for (long long s = a; s < b; ++s) {
             Geometry& g = geo[(size_t)s];
             g.nd = nd;
             for (int k = 0; k < nd; ++k) g.shape[k] = shape[k], g.sp[k] = spacing[s * nd + k];
             if (q_off[s + 1] == q_off[s]) continue;  // no query: no tree needed
+            if (goal == 2) {
+                limits[(size_t)s] = within_limit(tau[s]);
+                if (stencil_for(nd, g, limits[(size_t)s], stencils[(size_t)s])) {
+                    by_rows[(size_t)s] = 1;
+                    continue;
+                }
+            }
             const long long k = site_of[s];
             Tree& t = trees[(size_t)s];
             t.pts.resize((size_t)(s_off[k + 1] - s_off[k]));
@@ -219,17 +314,69 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
         int prev = -1;  // the previous query's nearest site: queries come in raster order, so it is near
         double seg_max = -1.0, limit = 0.0;
         bool fresh = true;
+        std::vector<long long> cursor;
+        long long at = -1;  // the first site not below the query (goals 0 and 1)
         for (long long i = a; i < b; ++i) {
             while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true;
+            if (by_rows[(size_t)s]) {
+                const std::vector<StencilRow>& rows = stencils[(size_t)s];
+                const long long k = site_of[s], first = s_off[k], last = s_off[k + 1];
+                if (fresh) cursor.assign(rows.size(), -1), fresh = false;
+                const Geometry& g = geo[(size_t)s];
+                const long long local = q_idx[i] - s * V;
+                int q[3];
+                decode(local, g, q);
+                const long long n_last = g.shape[ND - 1], base = k * V + local - q[ND - 1];
+                out[i] = inf;
+                for (size_t j = 0; j < rows.size(); ++j) {
+                    const StencilRow& r = rows[j];
+                    bool inside = true;
+                    for (int m = 0; m < ND - 1; ++m) {
+                        const long long c = (long long)q[m] + r.d[m];
+                        inside = inside && c >= 0 && c < g.shape[m];
+                    }
+                    if (!inside) continue;
+                    const long long lo = base + r.flat + std::max<long long>(q[ND - 1] - r.reach, 0);
+                    const long long hi = base + r.flat + std::min<long long>(q[ND - 1] + r.reach, n_last - 1);
+                    long long& c = cursor[j];
+                    // the ranges ascend with the queries, so the cursor only moves forward (first use: a search)
+                    if (c < 0)
+                        c = std::lower_bound(s_idx + first, s_idx + last, lo) - s_idx;
+                    else
+                        while (c < last && s_idx[c] < lo) ++c;
+                    if (c < last && s_idx[c] <= hi) {
+                        int sc[3];
+                        decode(s_idx[c] - k * V, g, sc);
+                        out[i] = (float)std::sqrt(dist2<ND>(q, sc, g));
+                        break;
+                    }
+                }
+                continue;
+            }
             const Tree& t = trees[(size_t)s];
             if (t.pts.empty()) {
                 out[i] = inf;
                 continue;
             }
+            const long long k = site_of[s];
             if (fresh) {
                 seg_max = -1.0;
-                if (goal == 2) limit = within_limit(tau[s]);
+                if (goal == 2) limit = limits[(size_t)s];
                 fresh = false;
+                at = -1;
+            }
+            if (goal != 2) {
+                // a query that is itself a site is at 0 (MONAI's edges where the two surfaces meet): the sorted
+                // sites are walked by a cursor as the queries ascend, instead of a search
+                const long long self = k * V + (q_idx[i] - s * V);
+                if (at < 0)
+                    at = std::lower_bound(s_idx + s_off[k], s_idx + s_off[k + 1], self) - s_idx;
+                else
+                    while (at < s_off[k + 1] && s_idx[at] < self) ++at;
+                if (at < s_off[k + 1] && s_idx[at] == self) {
+                    out[i] = 0.0f;
+                    continue;
+                }
             }
             const Geometry& g = geo[(size_t)s];
             int q[3];
@@ -337,7 +484,18 @@ extern "C" int fastgsl_segment_select(const float* values, const long long* off,
     return fastgsl_select::select(values, off, nseg, k, lo, hi, nthreads);
 }
 
-extern "C" int fastgsl_nearest_abi_version() { return 4; }
+// The number of stencil rows with which goal 2 answers a segment of spacing `spacing` (nd values), image shape
+// `shape` and tolerance tau without a tree, or -1 when it uses the k-d tree (a cost for the caller's choice).
+extern "C" int fastgsl_within_rows(int nd, const long long* shape, const double* spacing, float tau) {
+    if (nd < 1 || nd > 3) return -1;
+    Geometry g;
+    g.nd = nd;
+    for (int k = 0; k < nd; ++k) g.shape[k] = shape[k], g.sp[k] = spacing[k];
+    std::vector<StencilRow> rows;
+    return stencil_for(nd, g, within_limit(tau), rows) ? (int)rows.size() : -1;
+}
+
+extern "C" int fastgsl_nearest_abi_version() { return 5; }
 
 #ifndef FASTGSL_NEAREST_SOURCE_HASH
 #define FASTGSL_NEAREST_SOURCE_HASH "unknown"

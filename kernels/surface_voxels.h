@@ -40,67 +40,88 @@ struct Volumes {
     }
 };
 
-inline bool row_empty(const unsigned char* r, long long n) {
-    unsigned char acc = 0;
-    for (long long x = 0; x < n; ++x) acc |= r[x];
-    return acc == 0;
+// The first and last x with r[x] != 0 (false for an empty row), reading 8 bytes at a time.
+inline bool row_span(const unsigned char* r, long long n, long long& first, long long& last) {
+    long long x = 0;
+    while (x + 8 <= n) {
+        unsigned long long w;
+        std::memcpy(&w, r + x, 8);
+        if (w) break;
+        x += 8;
+    }
+    while (x < n && !r[x]) ++x;
+    if (x == n) return false;
+    first = x;
+    long long y = n;
+    while (y - 8 >= x) {
+        unsigned long long w;
+        std::memcpy(&w, r + y - 8, 8);
+        if (w) break;
+        y -= 8;
+    }
+    while (!r[y - 1]) --y;
+    last = y - 1;
+    return true;
 }
 
 // Work rows of one thread: the neighbour ANDs of the current row, with one padding byte at each end.
 struct RowWork {
-    std::vector<unsigned char> a, b, bnd;
-    explicit RowWork(long long n) : a((size_t)n + 2), b((size_t)n + 2), bnd((size_t)n) {}
+    std::vector<unsigned char> a, bnd;
+    explicit RowWork(long long n) : a((size_t)n + 2), bnd((size_t)n) {}
 };
 
-// bnd[x] for x < n2 of row (i0, i1) of volume v under `mode`; returns false when the row has no such voxel.
-inline bool boundary_row(const Volumes& V, long long v, long long i0, long long i1, int mode, RowWork& w) {
+// bnd[x] for x in [x0, x1] of row (i0, i1) of volume v under `mode`, where [x0, x1] holds every voxel of the row
+// (cur is 0 outside it, so bnd is too); returns false when the row has no such voxel.  The neighbour rows are
+// read on [x0 - 1, x1 + 1] only (within the image).
+inline bool boundary_row(const Volumes& V, long long v, long long i0, long long i1, int mode, long long x0,
+                         long long x1, RowWork& w) {
     const long long n = V.n2;
     const unsigned char* cur = V.row(v, i0, i1);
     unsigned char* bnd = w.bnd.data();
     if (mode == SV_OUTSIDE) {
         const unsigned char* oth = V.row((v + V.half) % (2 * V.half), i0, i1);
         unsigned char acc = 0;
-        for (long long x = 0; x < n; ++x) acc |= (bnd[x] = (unsigned char)(cur[x] & (oth[x] ^ 1)));
+        for (long long x = x0; x <= x1; ++x) acc |= (bnd[x] = (unsigned char)(cur[x] & (oth[x] ^ 1)));
         return acc != 0;
     }
     const unsigned char border = mode == SV_EDGE ? 0 : 1;
     unsigned char* and_rows = w.a.data() + 1;  // and_rows[-1], and_rows[n]: outside the image
     and_rows[-1] = and_rows[n] = border;
+    const long long a = std::max(x0 - 1, 0LL), b = std::min(x1 + 1, n - 1), len = b - a + 1;
     const long long lo0 = V.nd == 3 ? i0 - 1 : i0, hi0 = V.nd == 3 ? i0 + 1 : i0;
     if (mode == SV_MAURER) {
         // and over the 3^(nd-1) rows around (i0, i1), the current one included, then over x - 1, x, x + 1
-        std::memset(and_rows, 1, (size_t)n);
+        std::memset(and_rows + a, 1, (size_t)len);
         for (long long j0 = lo0; j0 <= hi0; ++j0) {
             for (long long j1 = i1 - 1; j1 <= i1 + 1; ++j1) {
                 if (j0 < 0 || j0 >= V.n0 || j1 < 0 || j1 >= V.n1) continue;  // all border (1): nothing to AND
                 const unsigned char* r = V.row(v, j0, j1);
-                for (long long x = 0; x < n; ++x) and_rows[x] &= r[x];
+                for (long long x = a; x <= b; ++x) and_rows[x] &= r[x];
             }
         }
         unsigned char acc = 0;
-        for (long long x = 0; x < n; ++x)
+        for (long long x = x0; x <= x1; ++x)
             acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x - 1] & and_rows[x] & and_rows[x + 1]) ^ 1)));
         return acc != 0;
     }
     // the face neighbours: the rows (i0 +- 1, i1), (i0, i1 +- 1) at x, the current row at x +- 1
-    std::memset(and_rows, 1, (size_t)n);
+    std::memset(and_rows + a, 1, (size_t)len);
     const long long nb[4][2] = {{i0, i1 - 1}, {i0, i1 + 1}, {i0 - 1, i1}, {i0 + 1, i1}};
     const int nnb = V.nd == 3 ? 4 : 2;
     for (int k = 0; k < nnb; ++k) {
         const long long j0 = nb[k][0], j1 = nb[k][1];
         if (j0 < 0 || j0 >= V.n0 || j1 < 0 || j1 >= V.n1) {
-            if (!border) std::memset(and_rows, 0, (size_t)n);
+            if (!border) std::memset(and_rows + a, 0, (size_t)len);
             continue;
         }
         const unsigned char* r = V.row(v, j0, j1);
-        for (long long x = 0; x < n; ++x) and_rows[x] &= r[x];
+        for (long long x = a; x <= b; ++x) and_rows[x] &= r[x];
     }
-    unsigned char* side = w.b.data() + 1;
-    side[-1] = side[n] = border;
-    std::memcpy(side, cur, (size_t)n);
     unsigned char acc = 0;
-    for (long long x = 0; x < n; ++x)
-        acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x] & side[x - 1] & side[x + 1]) ^ 1)));
+    for (long long x = x0; x <= x1; ++x) {
+        const unsigned char left = x > 0 ? cur[x - 1] : border, right = x + 1 < n ? cur[x + 1] : border;
+        acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x] & left & right) ^ 1)));
+    }
     return acc != 0;
 }
 
@@ -141,23 +162,29 @@ inline int extract(const Volumes& V, const int* modes, int nmodes, int nthreads,
         for (int m = 0; m < nmodes; ++m) f.per_volume[m].assign((size_t)V.nvol, 0);
         RowWork w(V.n2);
         const long long plane = V.n0 * V.n1;
+        // the row's coordinates advance with r (no divisions per row: most rows are empty and cost little else)
+        long long v = a / plane, i0 = (a % plane) / V.n1, i1 = a % V.n1 - 1;
         for (long long r = a; r < b; ++r) {
-            const long long v = r / plane, i0 = (r % plane) / V.n1, i1 = r % V.n1;
+            if (++i1 == V.n1) {
+                i1 = 0;
+                if (++i0 == V.n0) i0 = 0, ++v;
+            }
             const unsigned char* cur = V.row(v, i0, i1);
-            if (row_empty(cur, V.n2)) continue;
+            long long x0, x1;
+            if (!row_span(cur, V.n2, x0, x1)) continue;
             if (count_inside) {
                 const unsigned char* oth = V.row((v + V.half) % (2 * V.half), i0, i1);
                 long long c = 0;
-                for (long long x = 0; x < V.n2; ++x) c += cur[x] & oth[x];
+                for (long long x = x0; x <= x1; ++x) c += cur[x] & oth[x];
                 f.inside[(size_t)v] += c;
             }
             const long long base = r * V.n2;
             for (int m = 0; m < nmodes; ++m) {
-                if (!boundary_row(V, v, i0, i1, modes[m], w)) continue;
+                if (!boundary_row(V, v, i0, i1, modes[m], x0, x1, w)) continue;
                 std::vector<long long>& out = f.idx[m];
                 const size_t before = out.size();
                 long long first = -1, last = -1;
-                for (long long x = 0; x < V.n2; ++x) {
+                for (long long x = x0; x <= x1; ++x) {
                     if (w.bnd[(size_t)x]) {
                         out.push_back(base + x);
                         if (first < 0) first = x;

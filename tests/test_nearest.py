@@ -61,6 +61,37 @@ def test_matches_brute_force_exactly(shape):
     assert torch.isinf(out[torch.from_numpy(seg_q == 4)]).all()  # segment 4 reads the empty site set 3
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("goal", ["distances", "maximum"])
+def test_queries_that_are_sites(goal, threads):
+    """Queries that are themselves sites (where two surfaces meet) are at exactly 0, the others at their brute-force
+    distance, with the site segments crossed as the metrics use them."""
+    rng = np.random.default_rng(11)
+    shape, S = (13, 11, 15), 2
+    V = math.prod(shape)
+    q, s = random_segments(rng, S, shape, 0.1, 0.02)
+    shared = q[rng.random(q.size) < 0.3]
+    s = np.unique(np.concatenate([s, np.where(shared < V, shared + V, shared - V)]))  # in the other segment
+    site_of = torch.tensor([1, 0])
+    sp = np.array([[0.8, 1.3, 0.7]] * S)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = nearest.segment_distances(torch.from_numpy(q), torch.from_numpy(s), site_of, shape,
+                                        torch.from_numpy(sp), goal=goal).numpy()
+    finally:
+        torch.set_num_threads(old)
+    ref = np.concatenate([brute(q[q // V == g] - g * V, s[s // V == 1 - g] - (1 - g) * V, shape, sp[g])
+                          for g in range(S)])
+    assert (ref == 0).sum() >= shared.size
+    if goal == "distances":
+        np.testing.assert_array_equal(out, ref)
+    else:
+        assert (out[ref == 0] == 0).all()
+        for g in range(S):
+            assert out[q // V == g].max() == ref[q // V == g].max()
+
+
 @pytest.mark.parametrize("nd", [2, 3])
 def test_matches_scipy_ckdtree(nd):
     rng = np.random.default_rng(7 + nd)
@@ -189,10 +220,16 @@ def test_goals_keep_their_reduction_exact(shape, threads):
         exact = nearest.segment_distances(q, s, site_of, shape, sp)
         top = nearest.segment_distances(q, s, site_of, shape, sp, goal="maximum")
         some = exact[seg == 0]
-        for tau in (0.0, float(some.median()), float(some.min()), 1.5):
+        paths = set()
+        for tau in (0.0, float(some.median()), float(some.min()), 1.5, 40.0):
             taus = torch.tensor([tau, tau * 0.5, 1.0, tau], dtype=torch.float32)
+            paths.update(nearest.within_rows(shape, sp[k].tolist(), float(taus[k])) is None for k in range(S))
             near = nearest.segment_distances(q, s, site_of, shape, sp, goal="within", tau=taus)
             assert torch.equal(near <= taus[seg], exact <= taus[seg])
+            hit = torch.isfinite(near)  # the distance of a real site within tau: no nearer than the nearest
+            assert (near[hit] >= exact[hit]).all() and (near[hit] <= taus[seg][hit]).all()
+        # small tolerances scan stencil rows; the largest needs too many rows and takes the k-d tree
+        assert paths == {False, True}
     finally:
         torch.set_num_threads(old)
     for k in range(S):

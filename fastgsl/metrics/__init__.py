@@ -9,11 +9,14 @@ the batched exact EDT (:func:`fastgsl.ops.edt.distance_to_sites`, once per disti
 batched k-d tree search of :mod:`fastgsl.ops.nearest`, which measures only the query voxels.  On the CPU the
 surfaces themselves are read in one native pass over the masks' rows (:func:`fastgsl.ops.nearest.surface_voxels`),
 as lists of voxels, without full-size temporaries; a Hausdorff distance lets the tree stop a query once it cannot
-raise the maximum and surface Dice lets it stop at the first site within the tolerance (both stay exact).
+raise the maximum and surface Dice lets it stop at the first site within the tolerance (both stay exact); with a
+tolerance of a few voxels surface Dice needs no tree at all, only the sites of the few voxel rows within it
+(:func:`fastgsl.ops.nearest.within_rows`).
 
 Distances (``FASTGSL_METRIC_DISTANCES``, :data:`DISTANCE_PATHS`): ``auto`` (default) takes the dense EDT on a GPU,
 and on the CPU whichever of the two costs less by a simple model (the EDT: the cropped box volume; the tree:
-searched voxels x log2 of the sites); ``dense`` and ``sparse`` force one.  Both give the same distances:
+searched voxels x log2 of the sites, or x the rows read for such a surface Dice); ``dense`` and ``sparse`` force
+one.  Both give the same distances:
 bit-identical with unit or dyadic spacing, otherwise up to the EDT's own float64 rounding.  Which one answered is
 reported to :mod:`fastgsl.observe` as ``"metric_distances"`` (``"sparse"`` or ``"dense"``).
 

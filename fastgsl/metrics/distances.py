@@ -31,6 +31,8 @@ DISTANCE_PATHS = ("auto", "dense", "sparse")
 #: cost of one k-d tree query step relative to one voxel of the dense EDT (both maps, with the site map it is built
 #: from), measured on the CPU
 _SPARSE_COST = 1.0
+#: cost of one stencil row of a surface Dice query (:func:`fastgsl.ops.nearest.within_rows`) in the same unit
+_ROW_COST = 0.3
 _MAX_TREE = 2 ** 31 - 1
 
 
@@ -164,9 +166,11 @@ class DistanceSets:
         return segment_quantile(self.values, self.stored, q, seg, zeros=self.zeros)
 
     def total(self) -> torch.Tensor:
-        """float64 sums per segment from one cumulative sum (a fixed-order scan, hence deterministic on every
-        device, unlike atomics); the unstored zeros add nothing."""
+        """float64 sums per segment, in a fixed order (hence deterministic, unlike atomics): on the CPU one
+        sequential sum per segment, elsewhere from one cumulative sum; the unstored zeros add nothing."""
         v = self.values.to(torch.float64)
+        if v.device.type == "cpu":  # +inf (the other mask absent) sums to +inf
+            return torch.segment_reduce(v, "sum", lengths=self.stored, initial=0.0)
         inf = torch.isinf(v)  # +inf where the other mask is absent: kept out of the scan (inf - inf would be nan)
         cs = torch.cat([v.new_zeros(1), torch.where(inf, 0.0, v).cumsum(0)])
         ends = self.stored.cumsum(0)
@@ -201,8 +205,9 @@ def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
     on its ``LabelContour`` (:func:`sparse_distances`), which are then the sites of both paths.
 
     ``need`` (:func:`directed_sets`) lets the k-d tree search less: ``"maximum"`` ends a query's search once it
-    cannot raise its segment's maximum, a float32 ``(C,)`` tolerance ends it at the first site within.  Only that
-    reduction of the values is then exact."""
+    cannot raise its segment's maximum, a float32 ``(C,)`` tolerance ends it at the first site within (or, for a
+    small tolerance, scans only the few rows of sites within it: :func:`fastgsl.ops.nearest.within_rows`, which
+    the cost model then counts instead of the tree's depth).  Only that reduction of the values is then exact."""
     if p.numel() == 0:
         return None
     modes = ("outside", "contour") if over_foreground else ("edge",) if convention == "monai" else ("contour", "maurer")
@@ -226,6 +231,10 @@ def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
     elif path != "dense" and sites.numel() <= _MAX_TREE:
         ext = [hi - lo + 1 for lo, hi in box]
         per_query = math.log2(total / 2 + 2)  # a rough log2 of the tree size, as calibrated
+        if need is not None and not isinstance(need, str):
+            rows = [nearest.within_rows(shape, sp, tau) for sp in set(spacings) for tau in set(need.tolist())]
+            if all(r is not None for r in rows):  # every segment scans a few rows of sites, no tree
+                per_query = max(rows) * _ROW_COST / _SPARSE_COST
         if path == "sparse" or queries.numel() * per_query * _SPARSE_COST <= 2 * B * C * math.prod(ext):
             bc = torch.arange(B * C)
             site_of = torch.cat([bc + B * C, bc])

@@ -21,7 +21,7 @@ import torch
 from fastgsl import _native
 from fastgsl.kernels import manifest
 
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 #: what :func:`segment_distances` must get right (``kernels/nearest_host.cpp`` states each)
 GOALS = {"distances": 0, "maximum": 1, "within": 2}
 #: the surfaces :func:`surface_voxels` extracts (``kernels/surface_voxels.h`` states each rule)
@@ -43,6 +43,8 @@ def _bind(lib: ctypes.CDLL):
     lib.fastgsl_surface_to_box.restype = None
     lib.fastgsl_segment_select.argtypes = [vp, vp, ctypes.c_longlong, vp, vp, vp, ctypes.c_int]
     lib.fastgsl_segment_select.restype = ctypes.c_int
+    lib.fastgsl_within_rows.argtypes = [ctypes.c_int, vp, vp, ctypes.c_float]
+    lib.fastgsl_within_rows.restype = ctypes.c_int
     lib.fastgsl_nearest_abi_version.restype = ctypes.c_int
     if lib.fastgsl_nearest_abi_version() != _ABI_VERSION:
         raise OSError("host nearest-site library has a different ABI version")
@@ -81,7 +83,8 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
         goal: ``"distances"``: every query's exact distance.  ``"maximum"``: only each segment's maximum is exact
             (a query stops searching once it cannot raise it; its value is then at most the maximum).
             ``"within"``: only ``value <= tau[s]`` is exact (the search stops at the first site within ``tau[s]``;
-            ``+inf`` where there is none).
+            ``+inf`` where there is none); with a small tolerance (:func:`within_rows`) the sites of the few
+            voxel rows within it are scanned instead of the tree.
         tau: float32 ``(S,)``, the tolerance of each query segment for ``goal="within"``.
 
     Returns a float32 tensor like ``queries`` (``+inf`` where the site segment is empty), or None when the host
@@ -111,6 +114,21 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
     if rc:
         raise MemoryError("host nearest-site search: a worker thread failed (out of memory)")
     return out
+
+
+def within_rows(shape, spacing, tau: float) -> int | None:
+    """How many rows (along the last axis) :func:`segment_distances` with ``goal="within"`` reads per query for a
+    segment of this spatial ``shape``, ``spacing`` and float32 tolerance ``tau``: the rows holding every offset
+    within ``tau``, each scanned by one forward-moving cursor over the sorted sites instead of a k-d tree search.
+    None when there are too many such rows and the k-d tree answers instead, or when the host library is
+    unavailable."""
+    lib = host_library.load()[0]
+    if lib is None:
+        return None
+    shp = torch.tensor(tuple(shape), dtype=torch.int64)
+    sp = torch.tensor(tuple(spacing), dtype=torch.float64)
+    n = lib.fastgsl_within_rows(len(shape), shp.data_ptr(), sp.data_ptr(), float(tau))
+    return None if n < 0 else n
 
 
 def surface_voxels(pred: torch.Tensor, target: torch.Tensor, nd: int, modes):
