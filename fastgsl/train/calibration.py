@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fastgsl.train import dataset as ds
 from fastgsl.train import synthetic
 from fastgsl.train.config import TrainConfig
 from fastgsl.train.run import run_experiment
@@ -94,11 +93,9 @@ def main(argv=None) -> dict:
     synthetic.LIVER_DESIGN = design   # the generator reads its design here
     try:
         res = run_experiment(cfg)
-        _, cases = ds.preprocess_dataset(ds.resolve_data(cfg.data, cfg.task, cfg.data_dir, cfg.num_cases), cfg.task,
-                                         folder / "preprocessed", cfg.binary)
     finally:
         synthetic.LIVER_DESIGN = shipped
-    summary = summarize(res.rows, cases[0].spacing)
+    summary = summarize(res.rows, res.spacing)
     summary.update(name=args.name, design=dataclasses.asdict(design), minutes=res.seconds / 60,
                    per_case=[(r["case"], round(r["dice"], 4), round(r["hd95"], 3), r["missed"], r["spurious"],
                               round(r["missed_fraction"], 4), round(r["spurious_fraction"], 4)) for r in res.rows])

@@ -42,6 +42,7 @@ class ExperimentResult:
     markdown: str
     verdicts: list
     seconds: float
+    spacing: tuple = ()   # the preprocessed cases' spacing (mm), the one the metrics are in
 
 
 def setup_logging(out: Path, is_main: bool) -> None:
@@ -140,7 +141,7 @@ def run_experiment(cfg: TrainConfig) -> ExperimentResult:
             figures.training_curves(out / "curves.png", histories)
             log.info("wrote %s, %s, %s (cases %s), %s", out / "results.csv", out / "results.md",
                      out / "predictions.png", ", ".join(shown), out / "curves.png")
-        return ExperimentResult(rows, histories, md, vs, time.time() - t_start)
+        return ExperimentResult(rows, histories, md, vs, time.time() - t_start, tuple(cases[0].spacing))
     finally:
         torch.set_num_threads(threads)
         distributed.teardown(ctx)
