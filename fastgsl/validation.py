@@ -43,7 +43,7 @@ def check_integer_labels(name: str, labels) -> torch.Tensor:
 
 
 def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context: str = "", *,
-                      eager: bool = False) -> None:
+                      eager: bool = False, error: type[Exception] = ValueError) -> None:
     """Every value of ``labels`` lies in ``[0, num_labels)``.
 
     One ``aminmax`` reduction.  On the CPU the result is read at once and a bad label raises ``ValueError`` with
@@ -51,7 +51,8 @@ def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context:
     device-side assert (``torch._assert_async``) queued behind the reduction: a bad label still stops the run,
     as a CUDA "device-side assert triggered" error at the next synchronisation, without the values.
     ``eager=True`` (callers that read results back anyway, such as the metrics) or ``FASTGSL_LABEL_CHECK=eager``
-    reads the result on every device instead: a clear error, one sync per call.
+    reads the result on every device instead: a clear error, one sync per call.  ``error`` is the exception
+    class raised where the result is read (the MONAI drop-in raises ``RuntimeError``, as MONAI's ``one_hot`` does).
     Skipped while ``torch.compile`` traces (a data-dependent check cannot be part of the graph)."""
     if labels.numel() == 0 or torch.compiler.is_compiling():
         return
@@ -62,7 +63,7 @@ def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context:
         return
     lo, hi = int(lo), int(hi)
     if lo < 0 or hi >= num_labels:
-        raise ValueError(f"{name} must lie in [0, {num_labels}){context}; found values in [{lo}, {hi}]")
+        raise error(f"{name} must lie in [0, {num_labels}){context}; found values in [{lo}, {hi}]")
 
 
 def check_spacing(spacing, ndim: int) -> tuple[float, ...]:

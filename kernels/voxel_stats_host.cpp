@@ -2,19 +2,22 @@
 //
 // The formulas and the (B, C, NK) layout are fastgsl/ops/voxel_stats/layout.py, from which voxel_stats_layout.h is
 // generated; this file is the C++ twin of the chunked PyTorch passes in fastgsl/ops/voxel_stats/host.py and of the
-// Triton kernels in fastgsl/ops/voxel_stats/triton_passes.py.  Each pass is one loop over voxels: a group of 8 voxels
-// is loaded for all C classes, activated (softmax over the classes, or sigmoid) in registers, compared with its
-// labels and accumulated or differentiated right away, so nothing of the logits' size is written except the gradient.
+// Triton kernels in fastgsl/ops/voxel_stats/triton_passes.py.  Each pass is one loop over voxels: a group of L voxels
+// (one vector register: 16 with AVX-512, 8 otherwise) is loaded for all C classes, activated (softmax over the
+// classes, or sigmoid) in registers, compared with its labels and accumulated or differentiated right away, so
+// nothing of the logits' size is written except the gradient.
 //
 // Determinism: the N voxels of each batch item are cut into fixed blocks of kBlock voxels.  A block's sums are
-// accumulated in 8 fp32 lanes (one lane per voxel position of a group, always in voxel order), the lanes are
-// added in lane order into double, and the per-block partials are reduced in block order after every thread has
-// finished.  Threads only decide who computes a block, never the order of any addition, so the result is
-// bit-identical for any thread count.  The gradient pass is element-wise and trivially so.
+// accumulated in kLanes = 16 fp32 lanes, lane l summing voxels l, l + 16, l + 32, ... in voxel order (an 8-lane
+// build keeps two accumulator banks, one for the groups at even and one at odd positions, which is the same thing);
+// the lanes are added in lane order into double, and the per-block partials are reduced in block order after every
+// thread has finished.  Threads only decide who computes a block (chunks of blocks are taken from a shared counter),
+// never the order of any addition, so the result is bit-identical for any thread count and any of the ISA builds.
+// The gradient pass is element-wise and trivially so.
 //
-// Portability: GCC/Clang vector extensions (8 x fp32; two SSE registers on baseline x86-64, one AVX register when
-// the compiler targets it), std::thread (not OpenMP, which would clash with the runtime torch ships).  Loaded with
-// ctypes by fastgsl/ops/voxel_stats/host.py through fastgsl/_native.py: no Python or torch API.  Built by setup.py
+// Portability: GCC/Clang vector extensions (one AVX-512 register per group, or one AVX / two SSE registers),
+// std::thread (not OpenMP, which would clash with the runtime torch ships).  Loaded with ctypes by
+// fastgsl/ops/voxel_stats/host.py through fastgsl/_native.py: no Python or torch API.  Built by setup.py
 // (fastgsl._stats_host) or compiled on first use into a cache directory.
 #ifndef FASTGSL_STATS_ISA_BODY
 #include <algorithm>
@@ -28,8 +31,11 @@
 #include "voxel_stats_layout.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors passed between inline functions of this file only
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors passed between inline functions of this file only
 #endif
+// The vector helpers are always inlined: a 64-byte vector passed to an out-of-line call in the AVX2 or baseline
+// build goes through memory, which made those builds three times slower.
+#define FASTGSL_VINLINE inline __attribute__((always_inline))
 
 #ifndef FASTGSL_STATS_SOURCE_HASH
 #define FASTGSL_STATS_SOURCE_HASH "unknown"
@@ -38,7 +44,7 @@
 namespace {
 
 constexpr int kAbiVersion = 3;
-constexpr int L = 8;                 // voxels per group (vector lanes)
+constexpr int kLanes = 16;           // accumulation lanes: lane l sums voxels l, l + 16, l + 32, ... of a block
 constexpr long long kBlock = 4096;   // voxels per reduction block (a multiple of L)
 inline float bits_to_float(uint32_t u) {
     float f;
@@ -85,22 +91,40 @@ struct Args {
     long long B, C, N, offset;
     int need;
 };
-// Runs fn(blk0, blk1) over [0, nblocks) on up to nthreads threads, contiguous ranges.  0, or 1 on failure.
+constexpr long long kChunkBlocks = 16;  // blocks a thread takes at a time (64K voxels)
+// Runs fn(blk0, blk1) over [0, nblocks) on up to nthreads threads, in chunks taken from a shared counter.  Each
+// block's result lands in its own slot, so the order of the chunks does not matter.  0, or 1 on failure.
 template <class Fn>
 int parallel_blocks(long long nblocks, int nthreads, Fn fn) {
-    return fastgsl_host::parallel_ranges(nblocks, nthreads,
+    return fastgsl_host::parallel_chunks(nblocks, nthreads, kChunkBlocks,
                                          [&](long long b0, long long b1, long long) { fn(b0, b1); });
 }
 
-// The vector code below is compiled twice from this same file: for AVX2 (chosen at run time when the CPU has it)
-// and for the baseline ISA.  No FMA in either (contraction is off and the AVX2 build does not enable FMA), so both
-// round every operation identically: the results do not depend on which one runs.
+// The vector code below is compiled three times from this same file: for AVX-512 and for AVX2 (chosen at run time
+// when the CPU has them) and for the baseline ISA.  A group is L = 16 lanes in every build (one AVX-512 register,
+// two AVX2 or four SSE ones), so the lanes, and with them the order of every addition, are the same in all three.
+// No FMA in any (contraction is off and no build enables FMA), so all round every operation identically: the
+// results do not depend on which one runs.
 #define FASTGSL_STATS_ISA_BODY 1
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FASTGSL_STATS_HAVE_AVX2 1
+#define FASTGSL_STATS_HAVE_X86 1
 #if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
+#endif
+#define FASTGSL_STATS_VLEN 16
+namespace isa_avx512 {
+#include "voxel_stats_host.cpp"
+}  // namespace isa_avx512
+#undef FASTGSL_STATS_VLEN
+#define FASTGSL_STATS_VLEN 8
+#if defined(__clang__)
+#pragma clang attribute pop
 #pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
 #else
+#pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #endif
@@ -113,9 +137,13 @@ namespace isa_avx2 {
 #pragma GCC pop_options
 #endif
 #endif
+#ifndef FASTGSL_STATS_VLEN
+#define FASTGSL_STATS_VLEN 8
+#endif
 namespace isa_base {
 #include "voxel_stats_host.cpp"
 }  // namespace isa_base
+#undef FASTGSL_STATS_VLEN
 #undef FASTGSL_STATS_ISA_BODY
 
 bool valid_codes(int zk, int tk, int act, long long B, long long C, long long N) {
@@ -123,14 +151,17 @@ bool valid_codes(int zk, int tk, int act, long long B, long long C, long long N)
            B >= 0 && C >= 1 && N >= 0 && C < (1LL << 31);
 }
 
-// 1: baseline, 2: AVX2; `isa` 0 picks the best the CPU supports.
+// 1: baseline, 2: AVX2, 3: AVX-512 (F, BW, DQ, VL); `isa` 0 picks the best the CPU supports, an ISA it lacks is 0.
 int pick_isa(int isa) {
-#ifdef FASTGSL_STATS_HAVE_AVX2
-    if (isa == 0) return __builtin_cpu_supports("avx2") ? 2 : 1;
-    if (isa == 2 && !__builtin_cpu_supports("avx2")) return 0;
-    return isa;
+#ifdef FASTGSL_STATS_HAVE_X86
+    const bool avx2 = __builtin_cpu_supports("avx2");
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (isa == 0) return avx512 ? 3 : avx2 ? 2 : 1;
+    if ((isa == 2 && !avx2) || (isa == 3 && !avx512)) return 0;
+    return isa >= 1 && isa <= 3 ? isa : 0;
 #else
-    return isa == 2 ? 0 : 1;
+    return isa == 0 || isa == 1 ? 1 : 0;
 #endif
 }
 
@@ -145,8 +176,8 @@ const char* fastgsl_stats_layout() { return FASTGSL_STATS_LAYOUT; }
 
 // Statistics pass.  z: logits (B, C, N) of dtype zk; t: float32 target (B, C, N) or labels (B, N) of dtype tk;
 // d, dp: float32 (B, C, N) DTM / predicted DTM (dp may be null; d may be null when no DTM stat is needed);
-// out: float32 (B, C, NK), written entirely (stats outside `need` are 0).  isa: 0 (best available), 1 (baseline)
-// or 2 (AVX2), for tests.  Returns 0, 1 (a thread failed or out of memory) or 2 (bad arguments).
+// out: float32 (B, C, NK), written entirely (stats outside `need` are 0).  isa: 0 (best available), 1 (baseline),
+// 2 (AVX2) or 3 (AVX-512), for tests.  Returns 0, 1 (a thread failed or out of memory) or 2 (bad arguments).
 int fastgsl_stats_forward(const void* z, int zk, const void* t, int tk, const float* d, const float* dp, float* out,
                           long long B, long long C, long long N, int act, int need, long long offset, int nthreads,
                           int isa) {
@@ -156,7 +187,8 @@ int fastgsl_stats_forward(const void* z, int zk, const void* t, int tk, const fl
     if (N == 0 || B == 0) return 0;  // before the pointer checks: empty tensors may have null data
     if (!z || !t || (!d && (need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS))))) return 2;
     Args a{z, t, d, dp, B, C, N, offset, need};
-#ifdef FASTGSL_STATS_HAVE_AVX2
+#ifdef FASTGSL_STATS_HAVE_X86
+    if (isa == 3) return isa_avx512::forward(a, zk, tk, act, out, nthreads);
     if (isa == 2) return isa_avx2::forward(a, zk, tk, act, out, nthreads);
 #endif
     return isa_base::forward(a, zk, tk, act, out, nthreads);
@@ -171,7 +203,8 @@ int fastgsl_stats_backward(const float* gs, const void* z, int zk, const void* t
     if (N == 0 || B == 0) return 0;
     if (!gs || !z || !t || !grad || (!d && (need & ((1 << S_SURF) | (1 << S_DP) | (1 << S_HAUS))))) return 2;
     Args a{z, t, d, dp, B, C, N, offset, need};
-#ifdef FASTGSL_STATS_HAVE_AVX2
+#ifdef FASTGSL_STATS_HAVE_X86
+    if (isa == 3) return isa_avx512::backward(a, zk, tk, act, gs, grad, nthreads);
     if (isa == 2) return isa_avx2::backward(a, zk, tk, act, gs, grad, nthreads);
 #endif
     return isa_base::backward(a, zk, tk, act, gs, grad, nthreads);
@@ -179,33 +212,34 @@ int fastgsl_stats_backward(const float* gs, const void* z, int zk, const void* t
 
 }  // extern "C"
 
-#else  // FASTGSL_STATS_ISA_BODY: the vector code, included twice above
-typedef float vf __attribute__((vector_size(32)));
-typedef int32_t vi __attribute__((vector_size(32)));
-typedef uint16_t vu16 __attribute__((vector_size(16)));
-typedef uint8_t vu8 __attribute__((vector_size(8)));
-typedef long long vl __attribute__((vector_size(64)));
-typedef unsigned long long vul __attribute__((vector_size(64)));
+#else  // FASTGSL_STATS_ISA_BODY: the vector code, included once per ISA above
+constexpr int L = FASTGSL_STATS_VLEN;  // voxels per group: one vector register of this ISA (8 or 16 lanes)
+constexpr int kBanks = kLanes / L;     // accumulator banks: group g of a block adds into bank g % kBanks
+typedef float vf __attribute__((vector_size(4 * L)));
+typedef int32_t vi __attribute__((vector_size(4 * L)));
+typedef uint16_t vu16 __attribute__((vector_size(2 * L)));
+typedef uint8_t vu8 __attribute__((vector_size(L)));
+typedef long long vl __attribute__((vector_size(8 * L)));
+typedef unsigned long long vul __attribute__((vector_size(8 * L)));
 
-inline vf splat(float x) { return vf{} + x; }
-inline vf sel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
-inline vf vmax(vf a, vf b) { return sel(a > b, a, b); }
-inline vf vabs(vf a) { return (vf)((vi)a & 0x7fffffff); }
+FASTGSL_VINLINE vf splat(float x) { return vf{} + x; }
+FASTGSL_VINLINE vf sel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+FASTGSL_VINLINE vf vmax(vf a, vf b) { return sel(a > b, a, b); }
+FASTGSL_VINLINE vf vabs(vf a) { return (vf)((vi)a & 0x7fffffff); }
 
 // exp(x) = 2^n e^r with n = round(x log2 e), r = x - n ln 2 (Cody-Waite split of ln 2) and the degree-7 minimax
-// polynomial of Cephes' expf (S. Moshier, Cephes Math Library, expf.c), about 1 ulp.  2^n is applied as two
-// factors 2^(n/2) 2^(n - n/2), so overflow gives +inf and underflow gradual denormals / 0 without special cases.
-// NaN propagates (selected back at the end); +-inf give inf / 0 through the clamp.
-inline vf vexp(vf x) {
-    vf xc = sel(x < -104.0f, splat(-104.0f), x);
-    xc = sel(xc > 89.0f, splat(89.0f), xc);
-    vf t = xc * 1.44269504088896341f + 0.5f;
-    vi n = __builtin_convertvector(t, vi);
-    n += (vi)(__builtin_convertvector(n, vf) > t);  // truncation -> floor (a true compare is -1)
-    vf fn = __builtin_convertvector(n, vf);
+// polynomial of Cephes' expf (S. Moshier, Cephes Math Library, expf.c), about 1 ulp.  n is rounded by adding and
+// subtracting 1.5 2^23 (the sum's low mantissa bits hold n, two adds instead of a conversion round trip).  2^n is
+// applied as two factors 2^(n/2) 2^(n - n/2), so overflow gives +inf and underflow gradual denormals / 0 without
+// special cases.  `xc` lies in [-104, 89] or is NaN, which every operation carries through to the result.
+constexpr float kShifter = 12582912.0f;  // 1.5 2^23, bits 0x4b400000
+FASTGSL_VINLINE vf exp_clamped(vf xc) {
+    const vf t = xc * 1.44269504088896341f + kShifter;
+    const vf fn = t - kShifter;
+    const vi n = (vi)t - 0x4b400000;
     vf r = xc - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
-    vf r2 = r * r;
+    const vf r2 = r * r;
     vf y = splat(1.9875691500e-4f);
     y = y * r + 1.3981999507e-3f;
     y = y * r + 8.3334519073e-3f;
@@ -213,18 +247,25 @@ inline vf vexp(vf x) {
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * r2 + r + 1.0f;
-    vi n1 = n >> 1;
-    vi n2 = n - n1;
+    const vi n1 = n >> 1;
+    const vi n2 = n - n1;
     y = y * (vf)((n1 + 127) << 23);
-    y = y * (vf)((n2 + 127) << 23);
-    return sel(x != x, x, y);
+    return y * (vf)((n2 + 127) << 23);
 }
+// Any x: +-inf give inf / 0 through the clamps, NaN is selected back unchanged.
+FASTGSL_VINLINE vf vexp(vf x) {
+    vf xc = sel(x < -104.0f, splat(-104.0f), x);
+    xc = sel(xc > 89.0f, splat(89.0f), xc);
+    return sel(x != x, x, exp_clamped(xc));
+}
+// x <= 0 or NaN (a softmax's z - max z, or -|z|): only the lower clamp; a NaN comes out as a NaN.
+FASTGSL_VINLINE vf vexp_nonpos(vf x) { return exp_clamped(sel(x < -104.0f, splat(-104.0f), x)); }
 
 // log(x) for x > 0 (normal): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(1 + (m - 1)) by the degree-9 minimax
 // polynomial of Cephes' logf (S. Moshier, Cephes Math Library, logf.c) and e ln 2 added in two parts (Cody-Waite),
 // about 1 ulp.  Element-wise arithmetic only, so every build and lane rounds alike.  NaN propagates.  The callers'
 // arguments lie in [1, C] (a softmax denominator, whose largest term is 1) or (1, 2] (log1p below).
-inline vf vlog(vf x) {
+FASTGSL_VINLINE vf vlog(vf x) {
     vi bits = (vi)x;
     vi e = ((bits >> 23) & 0xff) - 126;
     vf m = (vf)((bits & 0x007fffff) | 0x3f000000);  // [0.5, 1)
@@ -250,10 +291,10 @@ inline vf vlog(vf x) {
     return sel(x != x, x, r);
 }
 
-// Loads 8 logits (n < 8: the first n, zeros after) as fp32.
+// Loads L logits (n < L: the first n, zeros after) as fp32.
 template <int ZK>
-inline vf load_z(const void* base, long long off, int n) {
-    float tmp[L] = {0, 0, 0, 0, 0, 0, 0, 0};
+FASTGSL_VINLINE vf load_z(const void* base, long long off, int n) {
+    float tmp[L] = {};
     if (ZK == Z_F32) {
         const float* p = (const float*)base + off;
         if (n == L) {
@@ -277,7 +318,7 @@ inline vf load_z(const void* base, long long off, int n) {
 }
 
 template <int ZK>
-inline void store_z(void* base, long long off, int n, vf v) {
+FASTGSL_VINLINE void store_z(void* base, long long off, int n, vf v) {
     float tmp[L];
     std::memcpy(tmp, &v, sizeof v);
     if (ZK == Z_F32) {
@@ -293,22 +334,22 @@ inline void store_z(void* base, long long off, int n, vf v) {
     }
 }
 
-inline vf load_f(const float* p, int n) {
+FASTGSL_VINLINE vf load_f(const float* p, int n) {
     vf v;
     if (n == L) {
         std::memcpy(&v, p, sizeof v);
         return v;
     }
-    float tmp[L] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float tmp[L] = {};
     for (int l = 0; l < n; ++l) tmp[l] = p[l];
     std::memcpy(&v, tmp, sizeof v);
     return v;
 }
 
-// Class index (label - offset) of 8 voxels, -1 where the label matches no channel or the lane is padding.
+// Class index (label - offset) of L voxels, -1 where the label matches no channel or the lane is padding.
 // A full group is converted with vector operations (one compare for the range); a partial one lane by lane.
 template <int TK>
-inline vi load_cls(const void* base, long long off, int n, long long offset, long long C) {
+FASTGSL_VINLINE vi load_cls(const void* base, long long off, int n, long long offset, long long C) {
     if (n == L) {
         vl v;
         if (TK == T_I64) {
@@ -327,7 +368,8 @@ inline vi load_cls(const void* base, long long off, int n, long long offset, lon
         const vl ok = (vl)((vul)v < (vul){} + (unsigned long long)C);
         return __builtin_convertvector((v & ok) | ~ok, vi);  // -1 outside [0, C)
     }
-    int32_t tmp[L] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    int32_t tmp[L];
+    for (int l = 0; l < L; ++l) tmp[l] = -1;
     for (int l = 0; l < n; ++l) {
         long long v = TK == T_I64 ? ((const int64_t*)base)[off + l]
                       : TK == T_I32 ? (long long)((const int32_t*)base)[off + l]
@@ -342,19 +384,39 @@ inline vi load_cls(const void* base, long long off, int n, long long offset, lon
 
 // Per-thread scratch: C activated / raw / gradient vectors of one group and the block accumulators.
 // A float buffer aligned by hand: std::vector<vf> would share its allocator code between the two ISA builds,
-// and the baseline one does not honour the 32-byte alignment the AVX2 loads expect.
+// and the baseline one does not honour the alignment (one vector) that the AVX2 and AVX-512 loads expect.
 struct Scratch {
     std::vector<float> mem;
     vf *z, *p, *g, *acc;
-    explicit Scratch(long long C) : mem((size_t)((3 + NK) * C + 1) * L) {
+    explicit Scratch(long long C) : mem((size_t)((3 + kBanks * NK) * C + 1) * L) {
         vf* base = (vf*)(((uintptr_t)mem.data() + sizeof(vf) - 1) & ~(uintptr_t)(sizeof(vf) - 1));
         z = base, p = z + C, g = p + C, acc = g + C;
     }
 };
 
+// Prefetches the group kAhead voxels ahead on every stream a pass reads (C logit rows, the labels or C target
+// rows, C DTM rows when the pass reads them): 2C + 1 streams at a stride of N are more than the hardware prefetcher
+// follows, and without this the passes waited on memory for about a third of their time at 2x4x96^3.
+constexpr long long kAhead = 1024;
+template <int ZK, int TK>
+FASTGSL_VINLINE void prefetch_ahead(const Args& a, long long b, long long i, bool with_d) {
+    const long long j = i + kAhead, C = a.C, N = a.N;
+    if (j >= N) return;
+    const int zs = ZK == Z_F32 ? 4 : 2;
+    for (long long c = 0; c < C; ++c) __builtin_prefetch((const char*)a.z + ((b * C + c) * N + j) * zs);
+    if (TK == T_F32) {
+        for (long long c = 0; c < C; ++c) __builtin_prefetch((const float*)a.t + (b * C + c) * N + j);
+    } else {
+        const int ts = TK == T_I64 ? 8 : TK == T_I32 ? 4 : 1;
+        for (int k = 0; k < L * ts; k += 64) __builtin_prefetch((const char*)a.t + (b * N + j) * ts + k);
+    }
+    if (with_d)
+        for (long long c = 0; c < C; ++c) __builtin_prefetch(a.d + (b * C + c) * N + j);
+}
+
 // z[c] (raw logits; log p_c instead for softmax with want_logp) and p[c] (activated) of one group.
 template <int ZK, int ACT>
-inline void activate(const Args& a, long long b, long long i, int n, Scratch& s, bool want_logp) {
+FASTGSL_VINLINE void activate(const Args& a, long long b, long long i, int n, Scratch& s, bool want_logp) {
     const long long C = a.C, N = a.N;
     for (long long c = 0; c < C; ++c) s.z[c] = load_z<ZK>(a.z, (b * C + c) * N + i, n);
     if (ACT == ACT_SOFTMAX) {
@@ -362,10 +424,11 @@ inline void activate(const Args& a, long long b, long long i, int n, Scratch& s,
         for (long long c = 1; c < C; ++c) m = vmax(m, s.z[c]);
         vf sum = vf{};
         for (long long c = 0; c < C; ++c) {
-            s.p[c] = vexp(s.z[c] - m);
+            s.p[c] = vexp_nonpos(s.z[c] - m);
             sum += s.p[c];
         }
-        for (long long c = 0; c < C; ++c) s.p[c] = s.p[c] / sum;
+        const vf inv = 1.0f / sum;  // one division, not C: the divider is the slowest unit of the pass
+        for (long long c = 0; c < C; ++c) s.p[c] = s.p[c] * inv;
         if (want_logp) {  // z[c] becomes log p_c, in the order of the torch path: (z - m) - log(sum)
             const vf logsum = vlog(sum);
             for (long long c = 0; c < C; ++c) s.z[c] = (s.z[c] - m) - logsum;
@@ -380,8 +443,8 @@ inline void activate(const Args& a, long long b, long long i, int n, Scratch& s,
 // log1p(exp(-|z|)) of the stable BCE with logits.  log1p(e) = log(u) e / (u - 1) with u = 1 + e cancels the
 // rounding of u (Goldberg, "What every computer scientist should know about floating-point arithmetic", thm. 4),
 // as the Triton kernels do; e itself where u rounds to 1.
-inline vf softplus_neg_abs(vf z) {
-    const vf e = vexp(-vabs(z));
+FASTGSL_VINLINE vf softplus_neg_abs(vf z) {
+    const vf e = vexp_nonpos(-vabs(z));
     const vf u = 1.0f + e;
     const vi one = u == 1.0f;
     const vf den = sel(one, splat(1.0f), u - 1.0f);
@@ -397,7 +460,7 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
     Scratch s(C);
     for (long long blk = blk0; blk < blk1; ++blk) {
         const long long b = blk / nbpb, i0 = (blk % nbpb) * kBlock, i1 = std::min(N, i0 + kBlock);
-        for (long long j = 0; j < C * NK; ++j) s.acc[j] = vf{};
+        for (long long j = 0; j < kBanks * C * NK; ++j) s.acc[j] = vf{};
         for (long long i = i0; i < i1; i += L) {
             const int n = (int)std::min<long long>(L, i1 - i);
             vf valid = splat(1.0f);
@@ -406,12 +469,13 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
                 for (int l = 0; l < L; ++l) tmp[l] = l < n ? 1.0f : 0.0f;
                 std::memcpy(&valid, tmp, sizeof valid);
             }
+            prefetch_ahead<ZK, TK>(a, b, i, want_d);
             activate<ZK, ACT>(a, b, i, n, s, want_ce);
             vi cls = vi{};
             if (TK != T_F32) cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
             for (long long c = 0; c < C; ++c) {
                 const long long off = (b * C + c) * N + i;
-                vf* acc = &s.acc[c * NK];
+                vf* acc = &s.acc[(((i - i0) / L) % kBanks * C + c) * NK];
                 vf p = s.p[c];
                 if (n < L) p = p * valid;  // padding lanes carry no mass
                 vf t = TK == T_F32 ? load_f((const float*)a.t + off, n) : sel(cls == (int32_t)c, splat(1.0f), vf{});
@@ -453,10 +517,12 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
         }
         double* out = partials + blk * C * NK;
         for (long long j = 0; j < C * NK; ++j) {
-            float lanes[L];
-            std::memcpy(lanes, &s.acc[j], sizeof lanes);
             double v = 0.0;
-            for (int l = 0; l < L; ++l) v += (double)lanes[l];
+            for (int k = 0; k < kBanks; ++k) {  // banks in order: the 16 lanes of every build in the same order
+                float lanes[L];
+                std::memcpy(lanes, &s.acc[k * C * NK + j], sizeof lanes);
+                for (int l = 0; l < L; ++l) v += (double)lanes[l];
+            }
             out[j] = v;
         }
     }
@@ -473,6 +539,10 @@ void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0,
         const float* coef_b = gs + b * C * NK;
         for (long long i = i0; i < i1; i += L) {
             const int n = (int)std::min<long long>(L, i1 - i);
+            prefetch_ahead<ZK, TK>(a, b, i, want_d);
+            if (i + kAhead < N)  // the gradient rows too, for writing: they are read for ownership otherwise
+                for (long long c = 0; c < C; ++c)
+                    __builtin_prefetch((char*)grad + ((b * C + c) * N + i + kAhead) * (ZK == Z_F32 ? 4 : 2), 1);
             activate<ZK, ACT>(a, b, i, n, s, false);
             vi cls = vi{};
             if (TK != T_F32) cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);

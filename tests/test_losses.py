@@ -412,8 +412,9 @@ def test_labels_are_checked_once_per_forward(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none present on this machine)")
 def test_cuda_training_step_never_syncs_the_host(seen):
-    """One forward + backward of every loss and of the composite, with the DTMs computed on the fly, under
-    ``torch.cuda.set_sync_debug_mode("error")``: any host synchronisation on the loss path raises."""
+    """One forward + backward of every loss and of the composite, with the DTMs computed on the fly, and of the MONAI
+    drop-in losses, under ``torch.cuda.set_sync_debug_mode("error")``: any host synchronisation on the loss path
+    raises."""
     dev = torch.device("cuda")
     logits, labels = make((2, 3, 17, 15, 13))
     logits, labels = logits.to(dev), labels.to(dev)
@@ -421,12 +422,20 @@ def test_cuda_training_step_never_syncs_the_host(seen):
               HausdorffLoss(), HausdorffLoss(two_sided=True), GeneralizedSurfaceLoss(class_weights=[0.2, 0.3, 0.5]),
               CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(class_weights=[0.2, 0.3, 0.5]), 0.5)]
     losses = [loss.to(dev) for loss in losses]
+    # the MONAI drop-in: (B, 1, *spatial) label maps one-hot encoded by the loss (its label check is device-side too)
+    from fastgsl.monai import losses as FM
+    monai_losses = [FM.DiceLoss(softmax=True, to_onehot_y=True), FM.DiceCELoss(softmax=True, to_onehot_y=True),
+                    FM.GeneralizedDiceLoss(softmax=True, to_onehot_y=True),
+                    FM.HausdorffDTLoss(softmax=True, to_onehot_y=True)]
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for loss in losses:
             z = logits.clone().requires_grad_()
             loss(z, labels).backward()
+        for loss in monai_losses:
+            z = logits.clone().requires_grad_()
+            loss(z, labels[:, None]).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()

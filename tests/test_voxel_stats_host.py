@@ -217,16 +217,30 @@ def test_bit_identical_across_threads_and_runs():
         assert torch.equal(s, results[0][0]) and torch.equal(g, results[0][1])
 
 
-def test_bit_identical_across_isas():
-    """The AVX2 and baseline builds round every operation alike (no FMA), so either gives the same bits."""
-    if LIB.fastgsl_stats_forward(0, 0, 0, 0, None, None, torch.empty(1).data_ptr(), 0, 1, 0,
-                                                          0, 0, 0, 1, 2):
-        pytest.skip("this CPU / build has no AVX2 variant")
-    z, t, d, dp, spec = make_case(3, 3, (13, 11, 9), "softmax", "labels", True, seed=10)
+def _has_isa(isa: int) -> bool:
+    return LIB.fastgsl_stats_forward(0, 0, 0, 0, None, None, torch.empty(1).data_ptr(), 0, 1, 0, 0, 0, 0, 1, isa) == 0
+
+
+@pytest.mark.parametrize("isa", [2, 3], ids=["avx2", "avx512"])
+@pytest.mark.parametrize("act,target_kind,sp", [("softmax", "labels", (23, 29, 17)), ("sigmoid", "float", (9, 7, 5)),
+                                                ("softmax", "labels", (5, 3))])
+def test_bit_identical_across_isas(isa, act, target_kind, sp):
+    """The AVX-512 (16 lanes), AVX2 and baseline (8 lanes, two accumulator banks) builds add in the same order and
+    round every operation alike (no FMA), so any of them gives the same bits.  Voxel counts that are not a multiple
+    of 16 or of 8 leave partial groups (the padding lanes must add nothing)."""
+    if not _has_isa(isa):
+        pytest.skip(f"this CPU / build has no {'AVX2' if isa == 2 else 'AVX-512'} variant")
+    z, t, d, dp, spec = make_case(3, 3, sp, act, target_kind, True, seed=10)
     w = torch.randn(3, 3, K)
-    outs = [(vs._forward_native(LIB, z, t, d, dp, spec, isa), vs._backward_native(LIB, w, z, t, d, dp, spec, isa))
-            for isa in (1, 2)]
+    outs = [(vs._forward_native(LIB, z, t, d, dp, spec, i), vs._backward_native(LIB, w, z, t, d, dp, spec, i))
+            for i in (1, isa)]
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_isa_codes():
+    """0 picks the best build the CPU has, 1 (baseline) always exists, an unknown code is refused (2)."""
+    assert _has_isa(0) and _has_isa(1)
+    assert not _has_isa(4) and not _has_isa(-1)
 
 
 @pytest.mark.parametrize("act", ["softmax", "sigmoid"])

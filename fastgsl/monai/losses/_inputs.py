@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fastgsl.validation import check_label_range
+
 
 @dataclass
 class Prepared:
@@ -75,11 +77,9 @@ def prepare(loss, input: torch.Tensor, target: torch.Tensor, shape_message: str 
             if target.ndim < 2 or target.shape[1] != 1:
                 raise AssertionError("labels should have a channel with length equal to one.")
             labels = target[:, 0].long()  # MONAI's one_hot casts with .long() too
-            if labels.numel():
-                lo, hi = torch.aminmax(labels)
-                if lo.item() < 0 or hi.item() >= C:
-                    raise RuntimeError(f"to_onehot_y: target labels must lie in [0, {C}) for {C} input channels, "
-                                       f"found values in [{lo.item()}, {hi.item()}]")
+            # on a GPU a device-side assert, so that a training step does not wait on the host
+            check_label_range("to_onehot_y: target labels", labels, C, f" for {C} input channels",
+                              error=RuntimeError)
     first = 0
     if not loss.include_background:
         if C == 1:
