@@ -372,6 +372,14 @@ void edt_first_itk_lines(const T* labels, double* F, long long begin, long long 
     }
 }
 
+// Lines per chunk of the host passes: 8 chunks per thread, taken from a shared counter, so that a thread slowed by
+// another process does not hold up the others; whole tiles of neighbouring lines.  Every line is computed alone,
+// so how the lines are cut into chunks never changes a result.
+long long edt_chunk(long long nlines, int nthreads) {
+    const long long want = nlines / (8LL * std::max(1, nthreads));
+    return std::max<long long>(4 * EDT_TILE, (want + EDT_TILE - 1) / EDT_TILE * EDT_TILE);
+}
+
 // Integer label maps for EDT_ITK: the contour test reads every label up to 9 times per class, so the labels are
 // first narrowed, once per call, to byte codes (the label where it is in [0, C), C <= 255; 255 elsewhere, which
 // matches no class), on which the row loops run 8 times as wide.  code == cls iff label == cls, for every cls < C.
@@ -380,9 +388,10 @@ int edt_first_itk(const T* labels, double* F, long long nlines, long long C, int
                   long long n2, double s, int nthreads) {
     auto run = [&](const auto* src, int nz) {
         using S = std::remove_cv_t<std::remove_pointer_t<decltype(src)>>;
-        return fastgsl_host::parallel_ranges(nlines, nthreads, [&](long long b, long long e, long long) {
-            edt_first_itk_lines<S>(src, F, b, e, C, nz, n0, n1, n2, s);
-        });
+        return fastgsl_host::parallel_chunks(nlines, nthreads, edt_chunk(nlines, nthreads),
+                                             [&](long long b, long long e, long long) {
+                                                 edt_first_itk_lines<S>(src, F, b, e, C, nz, n0, n1, n2, s);
+                                             });
     };
     if (nonzero || sizeof(T) == 1 || !std::is_integral<T>::value || C > 255) return run(labels, nonzero);
     const long long N = n0 * n1 * n2, total = nlines / (n0 * n1) / C * N;
@@ -429,9 +438,11 @@ extern "C" int fastgsl_edt_envelope(double* F, float* out, long long nlines, lon
                                     long long inner, double s, int mode, int final_, double fill, int nthreads,
                                     int interleave) {
     if (!interleave) {
-        return fastgsl_host::parallel_ranges(nlines, nthreads, [&](long long begin, long long end, long long) {
-            edt_envelope_tiles(F, out, begin, end, N, n, inner, s, mode, final_, fill);
-        });
+        return fastgsl_host::parallel_chunks(nlines, nthreads, edt_chunk(nlines, nthreads),
+                                             [&](long long begin, long long end, long long) {
+                                                 edt_envelope_tiles(F, out, begin, end, N, n, inner, s, mode, final_,
+                                                                    fill);
+                                             });
     }
     long long p = nthreads < 1 ? 1 : nthreads;
     if (p > nlines) p = nlines < 1 ? 1 : nlines;
