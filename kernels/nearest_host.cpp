@@ -61,6 +61,29 @@ inline void decode(long long local, const Geometry& g, int* c) {
     }
 }
 
+// decode() of n ascending indices idx[i] - base, into pts, and their bounding box lo / hi (n > 0).  Ascending
+// indices of one row differ only in the last coordinate: the row's start is kept, and only a new row divides.
+inline void decode_sorted(const long long* idx, long long n, long long base, const Geometry& g, Point* pts, int* lo,
+                          int* hi) {
+    const long long len = g.shape[g.nd - 1];
+    long long row = -1;  // flat index of the current row's first voxel
+    int c[3] = {0, 0, 0};
+    for (long long i = 0; i < n; ++i) {
+        const long long local = idx[i] - base;
+        if (row < 0 || local - row >= len) {
+            decode(local, g, c);
+            row = local - c[g.nd - 1];
+        } else {
+            c[g.nd - 1] = (int)(local - row);
+        }
+        for (int k = 0; k < 3; ++k) pts[i].c[k] = c[k];
+        for (int k = 0; k < g.nd; ++k) {
+            lo[k] = i ? std::min(lo[k], c[k]) : c[k];
+            hi[k] = i ? std::max(hi[k], c[k]) : c[k];
+        }
+    }
+}
+
 // Squared physical distance, summed from the last axis down like the dense EDT's passes.
 // ND (the number of axes) is a template argument so that the loops unroll.
 template <int ND>
@@ -84,38 +107,41 @@ inline double bound2(const int* off, const Geometry& g) {
     return acc;
 }
 
-// Builds the subtree of points [begin, end): its box, the split axis (the box's physically widest), the median
-// coordinate along it and the partition around that median.
-int build(Tree& t, int begin, int end, const Geometry& g) {
+// Builds the subtree of points [begin, end): the split axis (the physically widest of `box`, a box that holds
+// every point of the subtree), the median coordinate along it and the partition around that median; then the
+// node's own bounding box, the union of its children's (each point's coordinates are read once per level, by the
+// median's histogram and the partition, instead of a third time for a box of every node).
+int build(Tree& t, int begin, int end, const Geometry& g, const int* box_lo, const int* box_hi) {
     const int id = (int)t.nodes.size();
     t.nodes.push_back(Node{{0, 0, 0}, {0, 0, 0}, begin, end, -1});
-    Node n = t.nodes[id];
-    for (int k = 0; k < g.nd; ++k) n.lo[k] = n.hi[k] = t.pts[begin].c[k];
-    for (int i = begin + 1; i < end; ++i) {
-        for (int k = 0; k < g.nd; ++k) {
-            n.lo[k] = std::min(n.lo[k], t.pts[i].c[k]);
-            n.hi[k] = std::max(n.hi[k], t.pts[i].c[k]);
+    if (end - begin <= kLeaf) {
+        Node& n = t.nodes[id];
+        for (int k = 0; k < g.nd; ++k) n.lo[k] = n.hi[k] = t.pts[begin].c[k];
+        for (int i = begin + 1; i < end; ++i) {
+            for (int k = 0; k < g.nd; ++k) {
+                n.lo[k] = std::min(n.lo[k], t.pts[i].c[k]);
+                n.hi[k] = std::max(n.hi[k], t.pts[i].c[k]);
+            }
         }
+        return id;
     }
-    t.nodes[id] = n;
-    if (end - begin <= kLeaf) return id;
     int dim = 0;
     double widest = -1.0;
     for (int k = 0; k < g.nd; ++k) {
-        const double w = (double)(n.hi[k] - n.lo[k]) * g.sp[k];
+        const double w = (double)(box_hi[k] - box_lo[k]) * g.sp[k];
         if (w > widest) widest = w, dim = k;
     }
     const int mid = begin + (end - begin) / 2;
-    const long long bins = (long long)n.hi[dim] - n.lo[dim] + 1;
+    const long long bins = (long long)box_hi[dim] - box_lo[dim] + 1;
     if (bins <= 4096) {
         // the median coordinate from a histogram (coordinates are small integers, with many ties on a surface),
         // then a three-way partition around it: the postcondition of nth_element at mid, at a fraction of its cost
         std::vector<int>& h = t.hist;
         h.assign((size_t)bins, 0);
-        for (int i = begin; i < end; ++i) ++h[(size_t)(t.pts[i].c[dim] - n.lo[dim])];
+        for (int i = begin; i < end; ++i) ++h[(size_t)(t.pts[i].c[dim] - box_lo[dim])];
         long long seen = 0, b = 0;
         while (seen + h[(size_t)b] <= mid - begin) seen += h[(size_t)b++];
-        const int plane = n.lo[dim] + (int)b;
+        const int plane = box_lo[dim] + (int)b;
         auto first = t.pts.begin() + begin, last = t.pts.begin() + end;
         auto eq = std::partition(first, last, [dim, plane](const Point& p) { return p.c[dim] < plane; });
         std::partition(eq, last, [dim, plane](const Point& p) { return p.c[dim] == plane; });
@@ -123,9 +149,18 @@ int build(Tree& t, int begin, int end, const Geometry& g) {
         std::nth_element(t.pts.begin() + begin, t.pts.begin() + mid, t.pts.begin() + end,
                          [dim](const Point& a, const Point& b) { return a.c[dim] < b.c[dim]; });
     }
-    build(t, begin, mid, g);
-    const int right = build(t, mid, end, g);
-    t.nodes[id].right = right;
+    // the children's points lie at or below / at or above the median along dim
+    const int plane = t.pts[(size_t)mid].c[dim];
+    int below[3] = {box_hi[0], box_hi[1], box_hi[2]}, above[3] = {box_lo[0], box_lo[1], box_lo[2]};
+    below[dim] = plane, above[dim] = plane;
+    const int left = build(t, begin, mid, g, box_lo, below);
+    const int right = build(t, mid, end, g, above, box_hi);
+    Node& n = t.nodes[id];
+    n.right = right;
+    for (int k = 0; k < g.nd; ++k) {
+        n.lo[k] = std::min(t.nodes[left].lo[k], t.nodes[right].lo[k]);
+        n.hi[k] = std::max(t.nodes[left].hi[k], t.nodes[right].hi[k]);
+    }
     return id;
 }
 
@@ -296,11 +331,11 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             const long long k = site_of[s];
             Tree& t = trees[(size_t)s];
             t.pts.resize((size_t)(s_off[k + 1] - s_off[k]));
-            for (long long i = s_off[k]; i < s_off[k + 1]; ++i)
-                decode(s_idx[i] - k * V, g, t.pts[(size_t)(i - s_off[k])].c);
+            int lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+            decode_sorted(s_idx + s_off[k], s_off[k + 1] - s_off[k], k * V, g, t.pts.data(), lo, hi);
             if (!t.pts.empty()) {
                 t.nodes.reserve(4 * t.pts.size() / kLeaf + 1);
-                build(t, 0, (int)t.pts.size(), g);
+                build(t, 0, (int)t.pts.size(), g, lo, hi);
             }
         }
     });
