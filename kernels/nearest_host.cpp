@@ -24,6 +24,11 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__) && !defined(FASTGSL_NEAREST_SCALAR)
+#define FASTGSL_NEAREST_SSE2 1
+#include <emmintrin.h>
+#endif
+
 #include "host_parallel.h"
 #include "segment_select.h"
 #include "surface_voxels.h"
@@ -42,11 +47,72 @@ struct Node {
     int right;         // index of the right child (the left child is the next node), or -1 for a leaf
 };
 
+// Two doubles, processed together: a node's two children, or two points of a leaf.  SSE2 (every x86-64) where
+// the compiler has it, else the same operations one lane at a time; each lane is the scalar IEEE operation, so
+// both give the same bits (-DFASTGSL_NEAREST_SCALAR builds the lane-by-lane code anywhere, to check that).
+#if FASTGSL_NEAREST_SSE2
+struct Pair {
+    __m128d v;
+};
+inline Pair pair_load(const double* p) { return {_mm_loadu_pd(p)}; }
+inline Pair pair_set(double a, double b) { return {_mm_set_pd(b, a)}; }
+inline Pair pair_splat(double a) { return {_mm_set1_pd(a)}; }
+inline Pair operator+(Pair a, Pair b) { return {_mm_add_pd(a.v, b.v)}; }
+inline Pair operator-(Pair a, Pair b) { return {_mm_sub_pd(a.v, b.v)}; }
+inline Pair operator*(Pair a, Pair b) { return {_mm_mul_pd(a.v, b.v)}; }
+inline Pair pair_max(Pair a, Pair b) { return {_mm_max_pd(a.v, b.v)}; }
+inline Pair pair_min(Pair a, Pair b) { return {_mm_min_pd(a.v, b.v)}; }
+inline double lane0(Pair a) { return _mm_cvtsd_f64(a.v); }
+inline double lane1(Pair a) { return _mm_cvtsd_f64(_mm_unpackhi_pd(a.v, a.v)); }
+#else
+struct Pair {
+    double v[2];
+};
+inline Pair pair_load(const double* p) { return {{p[0], p[1]}}; }
+inline Pair pair_set(double a, double b) { return {{a, b}}; }
+inline Pair pair_splat(double a) { return {{a, a}}; }
+inline Pair operator+(Pair a, Pair b) { return {{a.v[0] + b.v[0], a.v[1] + b.v[1]}}; }
+inline Pair operator-(Pair a, Pair b) { return {{a.v[0] - b.v[0], a.v[1] - b.v[1]}}; }
+inline Pair operator*(Pair a, Pair b) { return {{a.v[0] * b.v[0], a.v[1] * b.v[1]}}; }
+inline Pair pair_max(Pair a, Pair b) { return {{std::max(a.v[0], b.v[0]), std::max(a.v[1], b.v[1])}}; }
+inline Pair pair_min(Pair a, Pair b) { return {{std::min(a.v[0], b.v[0]), std::min(a.v[1], b.v[1])}}; }
+inline double lane0(Pair a) { return a.v[0]; }
+inline double lane1(Pair a) { return a.v[1]; }
+#endif
+
+// The boxes of an internal node's two children by axis, lane 0 the left child's: both lower bounds at once.
+// Integer coordinates are exact as doubles, and so are their differences, so the bounds are bound2's bits.
+struct Children {
+    Pair lo[3], hi[3];
+};
+
 struct Tree {
     std::vector<Point> pts;
     std::vector<Node> nodes;
     std::vector<int> hist;  // build's scratch
+    std::vector<Point> scratch;
+    std::vector<Children> kids;  // per node (internal nodes only)
+    std::vector<double> axis[3];  // pts' coordinates by axis, as doubles (for the leaf scans, two points at once)
 };
+
+// After build: the children's boxes of every internal node and the points by axis, in the layouts of the search.
+void finish(Tree& t, int nd) {
+    t.kids.resize(t.nodes.size());
+    for (size_t id = 0; id < t.nodes.size(); ++id) {
+        const Node& n = t.nodes[id];
+        if (n.right < 0) continue;
+        const Node &a = t.nodes[id + 1], &b = t.nodes[(size_t)n.right];
+        for (int k = 0; k < 3; ++k) {
+            t.kids[id].lo[k] = pair_set(k < nd ? a.lo[k] : 0, k < nd ? b.lo[k] : 0);
+            t.kids[id].hi[k] = pair_set(k < nd ? a.hi[k] : 0, k < nd ? b.hi[k] : 0);
+        }
+    }
+    for (int k = 0; k < 3; ++k) {
+        t.axis[k].resize(t.pts.size() + 1);  // one spare, so that a pair load at a leaf's last point stays inside
+        for (size_t i = 0; i < t.pts.size(); ++i) t.axis[k][i] = t.pts[i].c[k];
+        t.axis[k][t.pts.size()] = 0.0;
+    }
+}
 
 struct Geometry {
     int nd;
@@ -61,21 +127,30 @@ inline void decode(long long local, const Geometry& g, int* c) {
     }
 }
 
-// decode() of n ascending indices idx[i] - base, into pts, and their bounding box lo / hi (n > 0).  Ascending
-// indices of one row differ only in the last coordinate: the row's start is kept, and only a new row divides.
-inline void decode_sorted(const long long* idx, long long n, long long base, const Geometry& g, Point* pts, int* lo,
-                          int* hi) {
-    const long long len = g.shape[g.nd - 1];
-    long long row = -1;  // flat index of the current row's first voxel
+// decode() of ascending local indices: indices of one row differ only in the last coordinate, so the row's
+// start is kept and only a new row divides.
+struct SortedDecoder {
+    long long row = -1;  // local index of the current row's first voxel
     int c[3] = {0, 0, 0};
-    for (long long i = 0; i < n; ++i) {
-        const long long local = idx[i] - base;
-        if (row < 0 || local - row >= len) {
+
+    const int* next(long long local, const Geometry& g) {
+        const long long len = g.shape[g.nd - 1];
+        if (row >= 0 && local >= row && local - row < len) {
+            c[g.nd - 1] = (int)(local - row);
+        } else {
             decode(local, g, c);
             row = local - c[g.nd - 1];
-        } else {
-            c[g.nd - 1] = (int)(local - row);
         }
+        return c;
+    }
+};
+
+// decode() of n ascending indices idx[i] - base into pts, and their bounding box lo / hi (n > 0).
+inline void decode_sorted(const long long* idx, long long n, long long base, const Geometry& g, Point* pts, int* lo,
+                          int* hi) {
+    SortedDecoder dec;
+    for (long long i = 0; i < n; ++i) {
+        const int* c = dec.next(idx[i] - base, g);
         for (int k = 0; k < 3; ++k) pts[i].c[k] = c[k];
         for (int k = 0; k < g.nd; ++k) {
             lo[k] = i ? std::min(lo[k], c[k]) : c[k];
@@ -142,9 +217,17 @@ int build(Tree& t, int begin, int end, const Geometry& g, const int* box_lo, con
         long long seen = 0, b = 0;
         while (seen + h[(size_t)b] <= mid - begin) seen += h[(size_t)b++];
         const int plane = box_lo[dim] + (int)b;
-        auto first = t.pts.begin() + begin, last = t.pts.begin() + end;
-        auto eq = std::partition(first, last, [dim, plane](const Point& p) { return p.c[dim] < plane; });
-        std::partition(eq, last, [dim, plane](const Point& p) { return p.c[dim] == plane; });
+        // the three-way partition out of place, each point sent to its part by an index rather than a branch
+        // (which way a point goes is a coin toss, so a branching partition mispredicts half the time)
+        std::vector<Point>& tmp = t.scratch;
+        tmp.resize((size_t)(end - begin));
+        int at[3] = {0, (int)seen, (int)(seen + h[(size_t)b])};
+        for (int i = begin; i < end; ++i) {
+            const int c = t.pts[(size_t)i].c[dim];
+            const int part = (c >= plane) + (c > plane);
+            tmp[(size_t)at[part]++] = t.pts[(size_t)i];
+        }
+        std::copy(tmp.begin(), tmp.end(), t.pts.begin() + begin);
     } else {
         std::nth_element(t.pts.begin() + begin, t.pts.begin() + mid, t.pts.begin() + end,
                          [dim](const Point& a, const Point& b) { return a.c[dim] < b.c[dim]; });
@@ -172,26 +255,57 @@ struct Search {
     double best;
     int best_i;
     double stop;  // the search may end once best <= stop (-1: never)
+    Pair qv[3], spv[3];  // q's coordinates and the spacing, in both lanes
 
-    // lower bound of the squared distance from q to any point of node n
-    double bound(const Node& n) const {
-        int off[3] = {0, 0, 0};
-        for (int k = 0; k < ND; ++k) off[k] = std::max(std::max(n.lo[k] - q[k], q[k] - n.hi[k]), 0);
-        return bound2<ND>(off, g);
+    void prepare() {
+        for (int k = 0; k < ND; ++k) qv[k] = pair_splat((double)q[k]), spv[k] = pair_splat(g.sp[k]);
+    }
+
+    // the squared distances of points i and i + 1, with dist2's operations in each lane
+    Pair dist2_pair(int i) const {
+        Pair acc = pair_splat(0.0);
+        for (int k = ND - 1; k >= 0; --k) {
+            const Pair x = (qv[k] - pair_load(t.axis[k].data() + i)) * spv[k];
+            acc = (k == ND - 1) ? x * x : acc + x * x;
+        }
+        return acc;
+    }
+
+    // The nearest point of a leaf: the squared distances two at a time (no branch per point), their minimum, and
+    // only where that improves on best, which point it was.
+    void scan(const Node& n) {
+        double d[kLeaf + 1];
+        Pair lo = pair_splat(std::numeric_limits<double>::infinity());
+        const int m = n.end - n.begin;
+        for (int j = 0; j < m; j += 2) {  // an odd count reads one point past the leaf; its lane is not used
+            const Pair x = dist2_pair(n.begin + j);
+            d[j] = lane0(x), d[j + 1] = lane1(x);
+            lo = pair_min(lo, j + 1 < m ? x : pair_set(lane0(x), lane0(x)));
+        }
+        const double m2 = std::min(lane0(lo), lane1(lo));
+        if (!(m2 < best)) return;
+        int j = 0;
+        while (d[j] != m2) ++j;
+        best = m2, best_i = n.begin + j;
     }
 
     void visit(int node) {
         if (best <= stop) return;
         const Node& n = t.nodes[node];
         if (n.right < 0) {
-            for (int i = n.begin; i < n.end; ++i) {
-                const double d = dist2<ND>(q, t.pts[i].c, g);
-                if (d < best) best = d, best_i = i;
-            }
+            scan(n);
             return;
         }
+        // both children's bounds: the per-axis offsets of q to each box, as bound2 sums them
+        const Children& c = t.kids[(size_t)node];
+        Pair acc = pair_splat(0.0);
+        for (int k = ND - 1; k >= 0; --k) {
+            const Pair off = pair_max(pair_max(c.lo[k] - qv[k], qv[k] - c.hi[k]), pair_splat(0.0));
+            const Pair x = off * spv[k];
+            acc = (k == ND - 1) ? x * x : acc + x * x;
+        }
         int a = node + 1, b = n.right;
-        double da = bound(t.nodes[a]), db = bound(t.nodes[b]);
+        double da = lane0(acc), db = lane1(acc);
         if (db < da) std::swap(a, b), std::swap(da, db);
         if (da < best) visit(a);
         if (db < best) visit(b);
@@ -336,6 +450,7 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             if (!t.pts.empty()) {
                 t.nodes.reserve(4 * t.pts.size() / kLeaf + 1);
                 build(t, 0, (int)t.pts.size(), g, lo, hi);
+                finish(t, nd);
             }
         }
     });
@@ -351,8 +466,9 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
         bool fresh = true;
         std::vector<long long> cursor;
         long long at = -1;  // the first site not below the query (goals 0 and 1)
+        SortedDecoder dec;  // the queries' coordinates (ascending within a segment)
         for (long long i = a; i < b; ++i) {
-            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true;
+            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true, dec = SortedDecoder();
             if (by_rows[(size_t)s]) {
                 const std::vector<StencilRow>& rows = stencils[(size_t)s];
                 const long long k = site_of[s], first = s_off[k], last = s_off[k + 1];
@@ -414,11 +530,11 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
                 }
             }
             const Geometry& g = geo[(size_t)s];
-            int q[3];
-            decode(q_idx[i] - s * V, g, q);
+            const int* q = dec.next(q_idx[i] - s * V, g);
             const double start = goal == 2 ? std::nextafter(limit, std::numeric_limits<double>::infinity())
                                            : std::numeric_limits<double>::infinity();
-            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0};
+            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0, {}, {}};
+            sr.prepare();
             if (prev >= 0) {
                 const double d = dist2<ND>(q, t.pts[(size_t)prev].c, g);
                 if (d < sr.best) sr.best = d, sr.best_i = prev;
