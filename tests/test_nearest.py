@@ -200,6 +200,30 @@ def test_surface_voxels_equal_the_tensor_morphology(shape):
         assert torch.equal(inside, (p & t).reshape(p.shape[0] * p.shape[1], -1).sum(1).repeat(2))
 
 
+@pytest.mark.parametrize("shape", [(7, 9, 11), (13, 17), (1, 5, 6), (4, 1, 9)])
+def test_surface_modes_alone_equal_them_together(shape):
+    """Contour and Maurer sites asked for in one call share one pass over the face rows (the "paper" convention's
+    queries and sites); asked for alone, or with another mode between them, each has its own pass: the lists,
+    counts and boxes agree, at every density, on strided inputs."""
+    nd = len(shape)
+    g = torch.Generator().manual_seed(5)
+    for dens in (0.2, 0.6, 0.9, 1.0):
+        p = (torch.rand((2, 3) + shape, generator=g) < dens)[:, 1:]
+        t = (torch.rand((2, 3) + shape, generator=g) < dens)[:, 1:]
+        alone = {m: nearest.surface_voxels(p, t, nd, [m]) for m in ("contour", "maurer", "edge")}
+        for modes in (["contour", "maurer"], ["maurer", "edge", "contour"]):
+            lists, per_volume, _, box = nearest.surface_voxels(p, t, nd, modes)
+            for k, m in enumerate(modes):
+                ref = alone[m]
+                assert torch.equal(lists[k], ref[0][0])
+                assert torch.equal(per_volume[k], ref[1][0])
+            boxes = [alone[m][3] for m in modes if alone[m][3] is not None]
+            if boxes:
+                assert box == [(min(b[ax][0] for b in boxes), max(b[ax][1] for b in boxes)) for ax in range(nd)]
+            else:
+                assert box is None
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("shape", [(29, 31), (13, 11, 15)])
 def test_goals_keep_their_reduction_exact(shape, threads):
