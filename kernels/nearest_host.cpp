@@ -402,6 +402,44 @@ bool stencil_for(int nd, const Geometry& g, double limit, std::vector<StencilRow
     return within_stencil<1>(g, limit, rows);
 }
 
+// goal 3 (a percentile): the squared distance up to which segment s's values need not be exact, or -1 where all
+// must be.  The exact distances of every kSampleStep-th query (n queries from q, local indices q - base) stand for
+// the segment's; their order statistic a safe margin below the fraction rank / n of them (rank: the 0-based rank
+// among the n stored values of the lower order statistic the percentile reads) is very likely below the segment's
+// rank-th value.  Only likely: the caller checks that at most rank values came out at or below the returned
+// limit (then the rank-th and every later order statistic are exact) and recomputes exactly where not.
+constexpr long long kSampleStep = 16;
+
+template <int ND>
+double sample_limit(const Tree& t, const Geometry& g, const long long* q, long long n, long long base,
+                    long long rank) {
+    const long long m = n / kSampleStep;
+    if (rank < 0 || m < 64 || t.pts.empty()) return -1.0;
+    std::vector<double> d((size_t)m);
+    int prev = -1;
+    SortedDecoder dec;
+    for (long long j = 0; j < m; ++j) {
+        const int* c = dec.next(q[j * kSampleStep + kSampleStep / 2] - base, g);
+        Search<ND> sr{t, g, c, std::numeric_limits<double>::infinity(), -1, -1.0, {}, {}};
+        sr.prepare();
+        if (prev >= 0) sr.best = dist2<ND>(c, t.pts[(size_t)prev].c, g), sr.best_i = prev;
+        sr.visit(0);
+        prev = sr.best_i;
+        d[(size_t)j] = sr.best;
+    }
+    const double f = (double)rank / (double)n;
+    // three standard errors of the sample's quantile and a few ranks: a misjudged segment costs a recomputation
+    const double margin = 3.0 * std::sqrt(f * (1.0 - f) / (double)m) + 4.0 / (double)m;
+    const long long p = (long long)std::floor((f - margin) * (double)m);
+    if (p < 1) return -1.0;
+    std::nth_element(d.begin(), d.begin() + p, d.end());
+    // the largest sample value strictly below the p-th, so that the distances tied with it (they repeat) stay exact
+    double limit = -1.0;
+    for (long long j = 0; j < p; ++j)
+        if (d[(size_t)j] < d[(size_t)p]) limit = std::max(limit, d[(size_t)j]);
+    return limit;
+}
+
 }  // namespace
 
 // Query segment s holds the voxels q_idx[q_off[s] .. q_off[s + 1]) (flat indices into a (nseg, *shape) grid,
@@ -416,17 +454,22 @@ bool stencil_for(int nd, const Geometry& g, double limit, std::vector<StencilRow
 // maximum, so every segment's maximum of out is exact.  goal 2 (surface Dice: only d <= tau[s] is read): the
 // search only looks within tau[s] and ends at the first site there; out[i] is that site's distance, or +inf if
 // there is none, so (out[i] <= tau) is exact.  Where tau[s] spans at most kMaxStencilRows voxel rows, goal 2
-// scans those rows' sites with forward-moving cursors instead of building a tree (within_stencil).
+// scans those rows' sites with forward-moving cursors instead of building a tree (within_stencil).  goal 3 (a
+// percentile: only the order statistics from rank[s] on, among segment s's values, are read; rank[s] < 0: all):
+// a query's search ends once it has found a site within the limit of sample_limit, and tau[s] receives that limit
+// as a float distance T (-1 where there is none); out[i] is then at most T, while every value above T is exact.
+// So where at most rank[s] values of out come out <= T, the order statistics from rank[s] on are exact (the
+// values above T are the same set as the exact ones above T); the caller checks that.
 extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long* q_off, const long long* s_idx,
                                          const long long* s_off, const long long* site_of, long long nseg, int nd,
                                          const long long* shape, const double* spacing, float* out, int nthreads,
-                                         int goal, const float* tau) {
+                                         int goal, float* tau, const long long* rank) {
     if (nd < 1 || nd > 3) return 2;
     long long V = 1;
     for (int k = 0; k < nd; ++k) V *= shape[k];
     std::vector<Tree> trees((size_t)nseg);
     std::vector<Geometry> geo((size_t)nseg);
-    std::vector<double> limits((size_t)nseg, 0.0);
+    std::vector<double> limits((size_t)nseg, -1.0);  // goals 2 and 3: per segment, squared
     std::vector<std::vector<StencilRow>> stencils((size_t)nseg);
     std::vector<char> by_rows((size_t)nseg, 0);  // goal 2 answered by the stencil's cursors, without a tree
     int rc = fastgsl_host::parallel_ranges(nseg, nthreads, [&](long long a, long long b, long long) {
@@ -452,8 +495,19 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
                 build(t, 0, (int)t.pts.size(), g, lo, hi);
                 finish(t, nd);
             }
+            if (goal == 3) {
+                const long long* q = q_idx + q_off[s];
+                const long long n = q_off[s + 1] - q_off[s];
+                double& lim = limits[(size_t)s];
+                if (nd == 3) lim = sample_limit<3>(t, g, q, n, s * V, rank[s]);
+                else if (nd == 2) lim = sample_limit<2>(t, g, q, n, s * V, rank[s]);
+                else lim = sample_limit<1>(t, g, q, n, s * V, rank[s]);
+            }
         }
     });
+    if (goal == 3)
+        for (long long s = 0; s < nseg; ++s)
+            tau[s] = limits[(size_t)s] >= 0.0 ? (float)std::sqrt(limits[(size_t)s]) : -1.0f;
     if (rc) return rc;
     const long long nq = q_off[nseg];
     const float inf = std::numeric_limits<float>::infinity();
@@ -512,7 +566,7 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             const long long k = site_of[s];
             if (fresh) {
                 seg_max = -1.0;
-                if (goal == 2) limit = limits[(size_t)s];
+                if (goal >= 2) limit = limits[(size_t)s];
                 fresh = false;
                 at = -1;
             }
@@ -533,7 +587,7 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             const int* q = dec.next(q_idx[i] - s * V, g);
             const double start = goal == 2 ? std::nextafter(limit, std::numeric_limits<double>::infinity())
                                            : std::numeric_limits<double>::infinity();
-            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0, {}, {}};
+            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal >= 2 ? limit : -1.0, {}, {}};
             sr.prepare();
             if (prev >= 0) {
                 const double d = dist2<ND>(q, t.pts[(size_t)prev].c, g);
@@ -646,7 +700,7 @@ extern "C" int fastgsl_within_rows(int nd, const long long* shape, const double*
     return stencil_for(nd, g, within_limit(tau), rows) ? (int)rows.size() : -1;
 }
 
-extern "C" int fastgsl_nearest_abi_version() { return 5; }
+extern "C" int fastgsl_nearest_abi_version() { return 6; }
 
 #ifndef FASTGSL_NEAREST_SOURCE_HASH
 #define FASTGSL_NEAREST_SOURCE_HASH "unknown"

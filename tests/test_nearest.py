@@ -259,3 +259,39 @@ def test_goals_keep_their_reduction_exact(shape, threads):
     for k in range(S):
         assert torch.equal(top[seg == k].max(), exact[seg == k].max())
         assert (top[seg == k] <= exact[seg == k].max()).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quantile_goal_keeps_the_order_statistics_from_the_rank_on(threads):
+    """``goal="quantile"``: the values above the reported limit are exact, those at or below it came from sites
+    within it, and where no more than ``rank`` fall at or below it the order statistics from ``rank`` on equal
+    the exact ones; a negative rank or a small segment gets no limit (-1) and exact values."""
+    rng = np.random.default_rng(4)
+    shape = (31, 29, 33)
+    S = 4
+    q, s = random_segments(rng, S, shape, 0.12, 0.004)
+    q, s = torch.from_numpy(q), torch.from_numpy(s)
+    V = math.prod(shape)
+    seg = q // V
+    site_of = torch.tensor([1, 0, 3, 2])
+    sp = torch.tensor([(1.2, 0.7, 2.1)] * S, dtype=torch.float64)
+    n = torch.bincount(seg, minlength=S)
+    rank = ((n - 1).double() * torch.tensor([0.95, 0.5, 0.99, 0.95], dtype=torch.float64)).floor().long()
+    rank[3] = -1
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        exact = nearest.segment_distances(q, s, site_of, shape, sp)
+        limit = torch.empty(S, dtype=torch.float32)
+        got = nearest.segment_distances(q, s, site_of, shape, sp, goal="quantile", tau=limit, rank=rank)
+    finally:
+        torch.set_num_threads(old)
+    assert (limit[:3] >= 0).all() and limit[3] == -1
+    for k in range(S):
+        g, e, T = got[seg == k], exact[seg == k], limit[k]
+        if T < 0:
+            assert torch.equal(g, e)
+            continue
+        assert torch.equal(g[e > T], e[e > T]) and (g[e <= T] <= T).all() and (g[e <= T] >= e[e <= T]).all()
+        assert int((g <= T).sum()) <= rank[k]  # the sample's limit lies below the rank-th value here
+        assert torch.equal(g.sort().values[rank[k]:], e.sort().values[rank[k]:])
