@@ -61,6 +61,23 @@ def test_matches_brute_force_exactly(shape):
     assert torch.isinf(out[torch.from_numpy(seg_q == 4)]).all()  # segment 4 reads the empty site set 3
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_deep_trees_match_brute_force_exactly(nd):
+    """Site sets of thousands of points (trees many leaves deep, leaves of odd and even sizes) on anisotropic
+    spacing: the exact brute-force minimum, bit for bit."""
+    rng = np.random.default_rng(21 + nd)
+    shape = (190, 197) if nd == 2 else (37, 41, 45)
+    q, s = random_segments(rng, 2, shape, 0.03, 0.04)
+    sp = np.array([[0.8, 1.7, 1.1][:nd], [1.3, 0.6, 0.9][:nd]])
+    out = nearest.segment_distances(torch.from_numpy(q), torch.from_numpy(s), torch.tensor([1, 0]), shape,
+                                    torch.from_numpy(sp))
+    V = math.prod(shape)
+    assert (s // V == 0).sum() > 1000
+    for g in range(2):
+        ref = brute(q[q // V == g] - g * V, s[s // V == 1 - g] - (1 - g) * V, shape, sp[g])
+        np.testing.assert_array_equal(out.numpy()[q // V == g], ref)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("goal", ["distances", "maximum"])
 def test_queries_that_are_sites(goal, threads):
