@@ -38,6 +38,7 @@ namespace {
 // points per leaf: the leaf scan takes two points per step without a branch, so a few dozen cost less than the
 // extra tree levels (and their bounds) that smaller leaves need; measured on the blob workloads' surfaces
 constexpr int kLeaf = 48;
+constexpr long long kStretch = 8;  // voxels of a row that share a remembered nearest site (the search's start)
 
 struct Point {
     int c[3];
@@ -518,13 +519,16 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
         constexpr int ND = decltype(nd_tag)::value;
         long long s = std::upper_bound(q_off, q_off + nseg + 1, a) - q_off - 1;
         int prev = -1;  // the previous query's nearest site: queries come in raster order, so it is near
+        // ... unless the previous query lies across the object (a row crosses its surface twice); the nearest site
+        // of the latest query in the same stretch of the row (an earlier row, a voxel or so away) is near then
+        std::vector<int> recent;
         double seg_max = -1.0, limit = 0.0;
         bool fresh = true;
         std::vector<long long> cursor;
         long long at = -1;  // the first site not below the query (goals 0 and 1)
         SortedDecoder dec;  // the queries' coordinates (ascending within a segment)
         for (long long i = a; i < b; ++i) {
-            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true, dec = SortedDecoder();
+            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true, dec = SortedDecoder(), recent.clear();
             if (by_rows[(size_t)s]) {
                 const std::vector<StencilRow>& rows = stencils[(size_t)s];
                 const long long k = site_of[s], first = s_off[k], last = s_off[k + 1];
@@ -591,12 +595,15 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
                                            : std::numeric_limits<double>::infinity();
             Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal >= 2 ? limit : -1.0, {}, {}};
             sr.prepare();
-            if (prev >= 0) {
-                const double d = dist2<ND>(q, t.pts[(size_t)prev].c, g);
-                if (d < sr.best) sr.best = d, sr.best_i = prev;
+            if (recent.empty()) recent.assign((size_t)(g.shape[ND - 1] / kStretch + 1), -1);
+            int& near = recent[(size_t)(q[ND - 1] / kStretch)];
+            for (const int c : {prev, near}) {
+                if (c < 0) continue;
+                const double d = dist2<ND>(q, t.pts[(size_t)c].c, g);
+                if (d < sr.best) sr.best = d, sr.best_i = c;
             }
             sr.visit(0);
-            if (sr.best_i >= 0) prev = sr.best_i;
+            if (sr.best_i >= 0) prev = near = sr.best_i;
             if (goal == 1 && sr.best > seg_max) seg_max = sr.best;  // the search ran to the end: exact
             out[i] = goal == 2 && sr.best > limit ? inf : (float)std::sqrt(sr.best);
         }
