@@ -676,6 +676,13 @@ def test_percentile_from_limited_distances_equals_the_exact_one(monkeypatch, con
         got = hausdorff_distance(p, t, **kw)
     expected = "exact" if (convention, percentile) == ("paper", 60) else "limited"
     assert seen.all("metric_distances") == ["sparse"] and seen.all("metric_quantile") == [expected]
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 3):  # the early stops differ with the threads' ranges, the percentile does not
+            torch.set_num_threads(threads)
+            assert torch.equal(hausdorff_distance(p, t, **kw), got)
+    finally:
+        torch.set_num_threads(old)
     monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "dense")
     assert torch.equal(got, hausdorff_distance(p, t, **kw))
     if convention == "monai":
