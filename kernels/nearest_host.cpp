@@ -53,7 +53,7 @@ struct Node {
 // Two doubles, processed together: a node's two children, or two points of a leaf.  SSE2 (every x86-64) where
 // the compiler has it, else the same operations one lane at a time; each lane is the scalar IEEE operation, so
 // both give the same bits (-DFASTGSL_NEAREST_SCALAR builds the lane-by-lane code anywhere, to check that).
-#if FASTGSL_NEAREST_SSE2
+#ifdef FASTGSL_NEAREST_SSE2
 struct Pair {
     __m128d v;
 };
