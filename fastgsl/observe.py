@@ -21,6 +21,8 @@ Operations and their engines:
 ``voxel_stats``         ``"native"`` (C++ host passes), ``"torch"`` (chunked PyTorch passes), ``"triton"``
 ``edt``                 ``"cupy"``, ``"host"`` (the C++ build of ``kernels/edt_kernel.cu``), ``"scipy"``
 ``metric_distances``    ``"sparse"`` (k-d tree of ``fastgsl.ops.nearest``), ``"dense"`` (EDT)
+``metric_quantile``     ``"limited"`` (a percentile HD on the k-d tree measured exactly only above a sampled
+                        limit), ``"exact"`` (every distance exact: no limit applied, or the limit was misjudged)
 ``monai``               ``"fastgsl"`` (a ``fastgsl.monai`` class computed by fastgsl), ``"monai"``
                         (MONAI's own code, for an argument fastgsl does not reproduce)
 ======================  =============================================================================

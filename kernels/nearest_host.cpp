@@ -24,13 +24,21 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__) && !defined(FASTGSL_NEAREST_SCALAR)
+#define FASTGSL_NEAREST_SSE2 1
+#include <emmintrin.h>
+#endif
+
 #include "host_parallel.h"
 #include "segment_select.h"
 #include "surface_voxels.h"
 
 namespace {
 
-constexpr int kLeaf = 16;
+// points per leaf: the leaf scan takes two points per step without a branch, so a few dozen cost less than the
+// extra tree levels (and their bounds) that smaller leaves need; measured on the blob workloads' surfaces
+constexpr int kLeaf = 48;
+constexpr long long kStretch = 8;  // voxels of a row that share a remembered nearest site (the search's start)
 
 struct Point {
     int c[3];
@@ -42,11 +50,72 @@ struct Node {
     int right;         // index of the right child (the left child is the next node), or -1 for a leaf
 };
 
+// Two doubles, processed together: a node's two children, or two points of a leaf.  SSE2 (every x86-64) where
+// the compiler has it, else the same operations one lane at a time; each lane is the scalar IEEE operation, so
+// both give the same bits (-DFASTGSL_NEAREST_SCALAR builds the lane-by-lane code anywhere, to check that).
+#ifdef FASTGSL_NEAREST_SSE2
+struct Pair {
+    __m128d v;
+};
+inline Pair pair_load(const double* p) { return {_mm_loadu_pd(p)}; }
+inline Pair pair_set(double a, double b) { return {_mm_set_pd(b, a)}; }
+inline Pair pair_splat(double a) { return {_mm_set1_pd(a)}; }
+inline Pair operator+(Pair a, Pair b) { return {_mm_add_pd(a.v, b.v)}; }
+inline Pair operator-(Pair a, Pair b) { return {_mm_sub_pd(a.v, b.v)}; }
+inline Pair operator*(Pair a, Pair b) { return {_mm_mul_pd(a.v, b.v)}; }
+inline Pair pair_max(Pair a, Pair b) { return {_mm_max_pd(a.v, b.v)}; }
+inline Pair pair_min(Pair a, Pair b) { return {_mm_min_pd(a.v, b.v)}; }
+inline double lane0(Pair a) { return _mm_cvtsd_f64(a.v); }
+inline double lane1(Pair a) { return _mm_cvtsd_f64(_mm_unpackhi_pd(a.v, a.v)); }
+#else
+struct Pair {
+    double v[2];
+};
+inline Pair pair_load(const double* p) { return {{p[0], p[1]}}; }
+inline Pair pair_set(double a, double b) { return {{a, b}}; }
+inline Pair pair_splat(double a) { return {{a, a}}; }
+inline Pair operator+(Pair a, Pair b) { return {{a.v[0] + b.v[0], a.v[1] + b.v[1]}}; }
+inline Pair operator-(Pair a, Pair b) { return {{a.v[0] - b.v[0], a.v[1] - b.v[1]}}; }
+inline Pair operator*(Pair a, Pair b) { return {{a.v[0] * b.v[0], a.v[1] * b.v[1]}}; }
+inline Pair pair_max(Pair a, Pair b) { return {{std::max(a.v[0], b.v[0]), std::max(a.v[1], b.v[1])}}; }
+inline Pair pair_min(Pair a, Pair b) { return {{std::min(a.v[0], b.v[0]), std::min(a.v[1], b.v[1])}}; }
+inline double lane0(Pair a) { return a.v[0]; }
+inline double lane1(Pair a) { return a.v[1]; }
+#endif
+
+// The boxes of an internal node's two children by axis, lane 0 the left child's: both lower bounds at once.
+// Integer coordinates are exact as doubles, and so are their differences, so the bounds are bound2's bits.
+struct Children {
+    Pair lo[3], hi[3];
+};
+
 struct Tree {
     std::vector<Point> pts;
     std::vector<Node> nodes;
     std::vector<int> hist;  // build's scratch
+    std::vector<Point> scratch;
+    std::vector<Children> kids;  // per node (internal nodes only)
+    std::vector<double> axis[3];  // pts' coordinates by axis, as doubles (for the leaf scans, two points at once)
 };
+
+// After build: the children's boxes of every internal node and the points by axis, in the layouts of the search.
+void finish(Tree& t, int nd) {
+    t.kids.resize(t.nodes.size());
+    for (size_t id = 0; id < t.nodes.size(); ++id) {
+        const Node& n = t.nodes[id];
+        if (n.right < 0) continue;
+        const Node &a = t.nodes[id + 1], &b = t.nodes[(size_t)n.right];
+        for (int k = 0; k < 3; ++k) {
+            t.kids[id].lo[k] = pair_set(k < nd ? a.lo[k] : 0, k < nd ? b.lo[k] : 0);
+            t.kids[id].hi[k] = pair_set(k < nd ? a.hi[k] : 0, k < nd ? b.hi[k] : 0);
+        }
+    }
+    for (int k = 0; k < 3; ++k) {
+        t.axis[k].resize(t.pts.size() + 1);  // one spare, so that a pair load at a leaf's last point stays inside
+        for (size_t i = 0; i < t.pts.size(); ++i) t.axis[k][i] = t.pts[i].c[k];
+        t.axis[k][t.pts.size()] = 0.0;
+    }
+}
 
 struct Geometry {
     int nd;
@@ -58,6 +127,38 @@ inline void decode(long long local, const Geometry& g, int* c) {
     for (int k = g.nd - 1; k >= 0; --k) {
         c[k] = (int)(local % g.shape[k]);
         local /= g.shape[k];
+    }
+}
+
+// decode() of ascending local indices: indices of one row differ only in the last coordinate, so the row's
+// start is kept and only a new row divides.
+struct SortedDecoder {
+    long long row = -1;  // local index of the current row's first voxel
+    int c[3] = {0, 0, 0};
+
+    const int* next(long long local, const Geometry& g) {
+        const long long len = g.shape[g.nd - 1];
+        if (row >= 0 && local >= row && local - row < len) {
+            c[g.nd - 1] = (int)(local - row);
+        } else {
+            decode(local, g, c);
+            row = local - c[g.nd - 1];
+        }
+        return c;
+    }
+};
+
+// decode() of n ascending indices idx[i] - base into pts, and their bounding box lo / hi (n > 0).
+inline void decode_sorted(const long long* idx, long long n, long long base, const Geometry& g, Point* pts, int* lo,
+                          int* hi) {
+    SortedDecoder dec;
+    for (long long i = 0; i < n; ++i) {
+        const int* c = dec.next(idx[i] - base, g);
+        for (int k = 0; k < 3; ++k) pts[i].c[k] = c[k];
+        for (int k = 0; k < g.nd; ++k) {
+            lo[k] = i ? std::min(lo[k], c[k]) : c[k];
+            hi[k] = i ? std::max(hi[k], c[k]) : c[k];
+        }
     }
 }
 
@@ -84,48 +185,68 @@ inline double bound2(const int* off, const Geometry& g) {
     return acc;
 }
 
-// Builds the subtree of points [begin, end): its box, the split axis (the box's physically widest), the median
-// coordinate along it and the partition around that median.
-int build(Tree& t, int begin, int end, const Geometry& g) {
+// Builds the subtree of points [begin, end): the split axis (the physically widest of `box`, a box that holds
+// every point of the subtree), the median coordinate along it and the partition around that median; then the
+// node's own bounding box, the union of its children's (each point's coordinates are read once per level, by the
+// median's histogram and the partition, instead of a third time for a box of every node).
+int build(Tree& t, int begin, int end, const Geometry& g, const int* box_lo, const int* box_hi) {
     const int id = (int)t.nodes.size();
     t.nodes.push_back(Node{{0, 0, 0}, {0, 0, 0}, begin, end, -1});
-    Node n = t.nodes[id];
-    for (int k = 0; k < g.nd; ++k) n.lo[k] = n.hi[k] = t.pts[begin].c[k];
-    for (int i = begin + 1; i < end; ++i) {
-        for (int k = 0; k < g.nd; ++k) {
-            n.lo[k] = std::min(n.lo[k], t.pts[i].c[k]);
-            n.hi[k] = std::max(n.hi[k], t.pts[i].c[k]);
+    if (end - begin <= kLeaf) {
+        Node& n = t.nodes[id];
+        for (int k = 0; k < g.nd; ++k) n.lo[k] = n.hi[k] = t.pts[begin].c[k];
+        for (int i = begin + 1; i < end; ++i) {
+            for (int k = 0; k < g.nd; ++k) {
+                n.lo[k] = std::min(n.lo[k], t.pts[i].c[k]);
+                n.hi[k] = std::max(n.hi[k], t.pts[i].c[k]);
+            }
         }
+        return id;
     }
-    t.nodes[id] = n;
-    if (end - begin <= kLeaf) return id;
     int dim = 0;
     double widest = -1.0;
     for (int k = 0; k < g.nd; ++k) {
-        const double w = (double)(n.hi[k] - n.lo[k]) * g.sp[k];
+        const double w = (double)(box_hi[k] - box_lo[k]) * g.sp[k];
         if (w > widest) widest = w, dim = k;
     }
     const int mid = begin + (end - begin) / 2;
-    const long long bins = (long long)n.hi[dim] - n.lo[dim] + 1;
+    const long long bins = (long long)box_hi[dim] - box_lo[dim] + 1;
     if (bins <= 4096) {
         // the median coordinate from a histogram (coordinates are small integers, with many ties on a surface),
         // then a three-way partition around it: the postcondition of nth_element at mid, at a fraction of its cost
         std::vector<int>& h = t.hist;
         h.assign((size_t)bins, 0);
-        for (int i = begin; i < end; ++i) ++h[(size_t)(t.pts[i].c[dim] - n.lo[dim])];
+        for (int i = begin; i < end; ++i) ++h[(size_t)(t.pts[i].c[dim] - box_lo[dim])];
         long long seen = 0, b = 0;
         while (seen + h[(size_t)b] <= mid - begin) seen += h[(size_t)b++];
-        const int plane = n.lo[dim] + (int)b;
-        auto first = t.pts.begin() + begin, last = t.pts.begin() + end;
-        auto eq = std::partition(first, last, [dim, plane](const Point& p) { return p.c[dim] < plane; });
-        std::partition(eq, last, [dim, plane](const Point& p) { return p.c[dim] == plane; });
+        const int plane = box_lo[dim] + (int)b;
+        // the three-way partition out of place, each point sent to its part by an index rather than a branch
+        // (which way a point goes is a coin toss, so a branching partition mispredicts half the time)
+        std::vector<Point>& tmp = t.scratch;
+        tmp.resize((size_t)(end - begin));
+        int at[3] = {0, (int)seen, (int)(seen + h[(size_t)b])};
+        for (int i = begin; i < end; ++i) {
+            const int c = t.pts[(size_t)i].c[dim];
+            const int part = (c >= plane) + (c > plane);
+            tmp[(size_t)at[part]++] = t.pts[(size_t)i];
+        }
+        std::copy(tmp.begin(), tmp.end(), t.pts.begin() + begin);
     } else {
         std::nth_element(t.pts.begin() + begin, t.pts.begin() + mid, t.pts.begin() + end,
                          [dim](const Point& a, const Point& b) { return a.c[dim] < b.c[dim]; });
     }
-    build(t, begin, mid, g);
-    const int right = build(t, mid, end, g);
-    t.nodes[id].right = right;
+    // the children's points lie at or below / at or above the median along dim
+    const int plane = t.pts[(size_t)mid].c[dim];
+    int below[3] = {box_hi[0], box_hi[1], box_hi[2]}, above[3] = {box_lo[0], box_lo[1], box_lo[2]};
+    below[dim] = plane, above[dim] = plane;
+    const int left = build(t, begin, mid, g, box_lo, below);
+    const int right = build(t, mid, end, g, above, box_hi);
+    Node& n = t.nodes[id];
+    n.right = right;
+    for (int k = 0; k < g.nd; ++k) {
+        n.lo[k] = std::min(t.nodes[left].lo[k], t.nodes[right].lo[k]);
+        n.hi[k] = std::max(t.nodes[left].hi[k], t.nodes[right].hi[k]);
+    }
     return id;
 }
 
@@ -137,26 +258,57 @@ struct Search {
     double best;
     int best_i;
     double stop;  // the search may end once best <= stop (-1: never)
+    Pair qv[3], spv[3];  // q's coordinates and the spacing, in both lanes
 
-    // lower bound of the squared distance from q to any point of node n
-    double bound(const Node& n) const {
-        int off[3] = {0, 0, 0};
-        for (int k = 0; k < ND; ++k) off[k] = std::max(std::max(n.lo[k] - q[k], q[k] - n.hi[k]), 0);
-        return bound2<ND>(off, g);
+    void prepare() {
+        for (int k = 0; k < ND; ++k) qv[k] = pair_splat((double)q[k]), spv[k] = pair_splat(g.sp[k]);
+    }
+
+    // the squared distances of points i and i + 1, with dist2's operations in each lane
+    Pair dist2_pair(int i) const {
+        Pair acc = pair_splat(0.0);
+        for (int k = ND - 1; k >= 0; --k) {
+            const Pair x = (qv[k] - pair_load(t.axis[k].data() + i)) * spv[k];
+            acc = (k == ND - 1) ? x * x : acc + x * x;
+        }
+        return acc;
+    }
+
+    // The nearest point of a leaf: the squared distances two at a time (no branch per point), their minimum, and
+    // only where that improves on best, which point it was.
+    void scan(const Node& n) {
+        double d[kLeaf + 1];
+        Pair lo = pair_splat(std::numeric_limits<double>::infinity());
+        const int m = n.end - n.begin;
+        for (int j = 0; j < m; j += 2) {  // an odd count reads one point past the leaf; its lane is not used
+            const Pair x = dist2_pair(n.begin + j);
+            d[j] = lane0(x), d[j + 1] = lane1(x);
+            lo = pair_min(lo, j + 1 < m ? x : pair_set(lane0(x), lane0(x)));
+        }
+        const double m2 = std::min(lane0(lo), lane1(lo));
+        if (!(m2 < best)) return;
+        int j = 0;
+        while (d[j] != m2) ++j;
+        best = m2, best_i = n.begin + j;
     }
 
     void visit(int node) {
         if (best <= stop) return;
         const Node& n = t.nodes[node];
         if (n.right < 0) {
-            for (int i = n.begin; i < n.end; ++i) {
-                const double d = dist2<ND>(q, t.pts[i].c, g);
-                if (d < best) best = d, best_i = i;
-            }
+            scan(n);
             return;
         }
+        // both children's bounds: the per-axis offsets of q to each box, as bound2 sums them
+        const Children& c = t.kids[(size_t)node];
+        Pair acc = pair_splat(0.0);
+        for (int k = ND - 1; k >= 0; --k) {
+            const Pair off = pair_max(pair_max(c.lo[k] - qv[k], qv[k] - c.hi[k]), pair_splat(0.0));
+            const Pair x = off * spv[k];
+            acc = (k == ND - 1) ? x * x : acc + x * x;
+        }
         int a = node + 1, b = n.right;
-        double da = bound(t.nodes[a]), db = bound(t.nodes[b]);
+        double da = lane0(acc), db = lane1(acc);
         if (db < da) std::swap(a, b), std::swap(da, db);
         if (da < best) visit(a);
         if (db < best) visit(b);
@@ -253,6 +405,44 @@ bool stencil_for(int nd, const Geometry& g, double limit, std::vector<StencilRow
     return within_stencil<1>(g, limit, rows);
 }
 
+// goal 3 (a percentile): the squared distance up to which segment s's values need not be exact, or -1 where all
+// must be.  The exact distances of every kSampleStep-th query (n queries from q, local indices q - base) stand for
+// the segment's; their order statistic a safe margin below the fraction rank / n of them (rank: the 0-based rank
+// among the n stored values of the lower order statistic the percentile reads) is very likely below the segment's
+// rank-th value.  Only likely: the caller checks that at most rank values came out at or below the returned
+// limit (then the rank-th and every later order statistic are exact) and recomputes exactly where not.
+constexpr long long kSampleStep = 16;
+
+template <int ND>
+double sample_limit(const Tree& t, const Geometry& g, const long long* q, long long n, long long base,
+                    long long rank) {
+    const long long m = n / kSampleStep;
+    if (rank < 0 || m < 64 || t.pts.empty()) return -1.0;
+    std::vector<double> d((size_t)m);
+    int prev = -1;
+    SortedDecoder dec;
+    for (long long j = 0; j < m; ++j) {
+        const int* c = dec.next(q[j * kSampleStep + kSampleStep / 2] - base, g);
+        Search<ND> sr{t, g, c, std::numeric_limits<double>::infinity(), -1, -1.0, {}, {}};
+        sr.prepare();
+        if (prev >= 0) sr.best = dist2<ND>(c, t.pts[(size_t)prev].c, g), sr.best_i = prev;
+        sr.visit(0);
+        prev = sr.best_i;
+        d[(size_t)j] = sr.best;
+    }
+    const double f = (double)rank / (double)n;
+    // three standard errors of the sample's quantile and a few ranks: a misjudged segment costs a recomputation
+    const double margin = 3.0 * std::sqrt(f * (1.0 - f) / (double)m) + 4.0 / (double)m;
+    const long long p = (long long)std::floor((f - margin) * (double)m);
+    if (p < 1) return -1.0;
+    std::nth_element(d.begin(), d.begin() + p, d.end());
+    // the largest sample value strictly below the p-th, so that the distances tied with it (they repeat) stay exact
+    double limit = -1.0;
+    for (long long j = 0; j < p; ++j)
+        if (d[(size_t)j] < d[(size_t)p]) limit = std::max(limit, d[(size_t)j]);
+    return limit;
+}
+
 }  // namespace
 
 // Query segment s holds the voxels q_idx[q_off[s] .. q_off[s + 1]) (flat indices into a (nseg, *shape) grid,
@@ -267,17 +457,22 @@ bool stencil_for(int nd, const Geometry& g, double limit, std::vector<StencilRow
 // maximum, so every segment's maximum of out is exact.  goal 2 (surface Dice: only d <= tau[s] is read): the
 // search only looks within tau[s] and ends at the first site there; out[i] is that site's distance, or +inf if
 // there is none, so (out[i] <= tau) is exact.  Where tau[s] spans at most kMaxStencilRows voxel rows, goal 2
-// scans those rows' sites with forward-moving cursors instead of building a tree (within_stencil).
+// scans those rows' sites with forward-moving cursors instead of building a tree (within_stencil).  goal 3 (a
+// percentile: only the order statistics from rank[s] on, among segment s's values, are read; rank[s] < 0: all):
+// a query's search ends once it has found a site within the limit of sample_limit, and tau[s] receives that limit
+// as a float distance T (-1 where there is none); out[i] is then at most T, while every value above T is exact.
+// So where at most rank[s] values of out come out <= T, the order statistics from rank[s] on are exact (the
+// values above T are the same set as the exact ones above T); the caller checks that.
 extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long* q_off, const long long* s_idx,
                                          const long long* s_off, const long long* site_of, long long nseg, int nd,
                                          const long long* shape, const double* spacing, float* out, int nthreads,
-                                         int goal, const float* tau) {
+                                         int goal, float* tau, const long long* rank) {
     if (nd < 1 || nd > 3) return 2;
     long long V = 1;
     for (int k = 0; k < nd; ++k) V *= shape[k];
     std::vector<Tree> trees((size_t)nseg);
     std::vector<Geometry> geo((size_t)nseg);
-    std::vector<double> limits((size_t)nseg, 0.0);
+    std::vector<double> limits((size_t)nseg, -1.0);  // goals 2 and 3: per segment, squared
     std::vector<std::vector<StencilRow>> stencils((size_t)nseg);
     std::vector<char> by_rows((size_t)nseg, 0);  // goal 2 answered by the stencil's cursors, without a tree
     int rc = fastgsl_host::parallel_ranges(nseg, nthreads, [&](long long a, long long b, long long) {
@@ -296,14 +491,26 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             const long long k = site_of[s];
             Tree& t = trees[(size_t)s];
             t.pts.resize((size_t)(s_off[k + 1] - s_off[k]));
-            for (long long i = s_off[k]; i < s_off[k + 1]; ++i)
-                decode(s_idx[i] - k * V, g, t.pts[(size_t)(i - s_off[k])].c);
+            int lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+            decode_sorted(s_idx + s_off[k], s_off[k + 1] - s_off[k], k * V, g, t.pts.data(), lo, hi);
             if (!t.pts.empty()) {
                 t.nodes.reserve(4 * t.pts.size() / kLeaf + 1);
-                build(t, 0, (int)t.pts.size(), g);
+                build(t, 0, (int)t.pts.size(), g, lo, hi);
+                finish(t, nd);
+            }
+            if (goal == 3) {
+                const long long* q = q_idx + q_off[s];
+                const long long n = q_off[s + 1] - q_off[s];
+                double& lim = limits[(size_t)s];
+                if (nd == 3) lim = sample_limit<3>(t, g, q, n, s * V, rank[s]);
+                else if (nd == 2) lim = sample_limit<2>(t, g, q, n, s * V, rank[s]);
+                else lim = sample_limit<1>(t, g, q, n, s * V, rank[s]);
             }
         }
     });
+    if (goal == 3)
+        for (long long s = 0; s < nseg; ++s)
+            tau[s] = limits[(size_t)s] >= 0.0 ? (float)std::sqrt(limits[(size_t)s]) : -1.0f;
     if (rc) return rc;
     const long long nq = q_off[nseg];
     const float inf = std::numeric_limits<float>::infinity();
@@ -312,12 +519,16 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
         constexpr int ND = decltype(nd_tag)::value;
         long long s = std::upper_bound(q_off, q_off + nseg + 1, a) - q_off - 1;
         int prev = -1;  // the previous query's nearest site: queries come in raster order, so it is near
+        // ... unless the previous query lies across the object (a row crosses its surface twice); the nearest site
+        // of the latest query in the same stretch of the row (an earlier row, a voxel or so away) is near then
+        std::vector<int> recent;
         double seg_max = -1.0, limit = 0.0;
         bool fresh = true;
         std::vector<long long> cursor;
         long long at = -1;  // the first site not below the query (goals 0 and 1)
+        SortedDecoder dec;  // the queries' coordinates (ascending within a segment)
         for (long long i = a; i < b; ++i) {
-            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true;
+            while (i >= q_off[s + 1]) ++s, prev = -1, fresh = true, dec = SortedDecoder(), recent.clear();
             if (by_rows[(size_t)s]) {
                 const std::vector<StencilRow>& rows = stencils[(size_t)s];
                 const long long k = site_of[s], first = s_off[k], last = s_off[k + 1];
@@ -361,7 +572,7 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
             const long long k = site_of[s];
             if (fresh) {
                 seg_max = -1.0;
-                if (goal == 2) limit = limits[(size_t)s];
+                if (goal >= 2) limit = limits[(size_t)s];
                 fresh = false;
                 at = -1;
             }
@@ -379,17 +590,20 @@ extern "C" int fastgsl_nearest_distances(const long long* q_idx, const long long
                 }
             }
             const Geometry& g = geo[(size_t)s];
-            int q[3];
-            decode(q_idx[i] - s * V, g, q);
+            const int* q = dec.next(q_idx[i] - s * V, g);
             const double start = goal == 2 ? std::nextafter(limit, std::numeric_limits<double>::infinity())
                                            : std::numeric_limits<double>::infinity();
-            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal == 2 ? limit : -1.0};
-            if (prev >= 0) {
-                const double d = dist2<ND>(q, t.pts[(size_t)prev].c, g);
-                if (d < sr.best) sr.best = d, sr.best_i = prev;
+            Search<ND> sr{t, g, q, start, -1, goal == 1 ? seg_max : goal >= 2 ? limit : -1.0, {}, {}};
+            sr.prepare();
+            if (recent.empty()) recent.assign((size_t)(g.shape[ND - 1] / kStretch + 1), -1);
+            int& near = recent[(size_t)(q[ND - 1] / kStretch)];
+            for (const int c : {prev, near}) {
+                if (c < 0) continue;
+                const double d = dist2<ND>(q, t.pts[(size_t)c].c, g);
+                if (d < sr.best) sr.best = d, sr.best_i = c;
             }
             sr.visit(0);
-            if (sr.best_i >= 0) prev = sr.best_i;
+            if (sr.best_i >= 0) prev = near = sr.best_i;
             if (goal == 1 && sr.best > seg_max) seg_max = sr.best;  // the search ran to the end: exact
             out[i] = goal == 2 && sr.best > limit ? inf : (float)std::sqrt(sr.best);
         }
@@ -495,7 +709,7 @@ extern "C" int fastgsl_within_rows(int nd, const long long* shape, const double*
     return stencil_for(nd, g, within_limit(tau), rows) ? (int)rows.size() : -1;
 }
 
-extern "C" int fastgsl_nearest_abi_version() { return 5; }
+extern "C" int fastgsl_nearest_abi_version() { return 6; }
 
 #ifndef FASTGSL_NEAREST_SOURCE_HASH
 #define FASTGSL_NEAREST_SOURCE_HASH "unknown"

@@ -36,13 +36,19 @@ struct Volumes {
     long long s0, s1;
 
     const unsigned char* row(long long v, long long i0, long long i1) const {
-        return base[v / half] + off[v] + i0 * s0 + i1 * s1;
+        return base[v >= half] + off[v] + i0 * s0 + i1 * s1;  // v < 2 half: no division per row
     }
 };
 
 // The first and last x with r[x] != 0 (false for an empty row), reading 8 bytes at a time.
 inline bool row_span(const unsigned char* r, long long n, long long& first, long long& last) {
     long long x = 0;
+    while (x + 32 <= n) {  // most rows are empty: 32 bytes per test
+        unsigned long long w[4];
+        std::memcpy(w, r + x, 32);
+        if (w[0] | w[1] | w[2] | w[3]) break;
+        x += 32;
+    }
     while (x + 8 <= n) {
         unsigned long long w;
         std::memcpy(&w, r + x, 8);
@@ -66,9 +72,14 @@ inline bool row_span(const unsigned char* r, long long n, long long& first, long
 
 // Work rows of one thread: the neighbour ANDs of the current row, with one padding byte at each end.
 struct RowWork {
-    std::vector<unsigned char> a, bnd;
-    explicit RowWork(long long n) : a((size_t)n + 2), bnd((size_t)n) {}
+    std::vector<unsigned char> a, bnd, contour, maurer;
+    explicit RowWork(long long n) : a((size_t)n + 2), bnd((size_t)n), contour((size_t)n), maurer((size_t)n) {}
 };
+
+// dst[x] &= src[x] for x < len (a separate function, so that the loop vectorises whatever the caller's aliasing)
+inline void and_into(unsigned char* __restrict dst, const unsigned char* __restrict src, long long len) {
+    for (long long x = 0; x < len; ++x) dst[x] &= src[x];
+}
 
 // bnd[x] for x in [x0, x1] of row (i0, i1) of volume v under `mode`, where [x0, x1] holds every voxel of the row
 // (cur is 0 outside it, so bnd is too); returns false when the row has no such voxel.  The neighbour rows are
@@ -95,8 +106,7 @@ inline bool boundary_row(const Volumes& V, long long v, long long i0, long long 
         for (long long j0 = lo0; j0 <= hi0; ++j0) {
             for (long long j1 = i1 - 1; j1 <= i1 + 1; ++j1) {
                 if (j0 < 0 || j0 >= V.n0 || j1 < 0 || j1 >= V.n1) continue;  // all border (1): nothing to AND
-                const unsigned char* r = V.row(v, j0, j1);
-                for (long long x = a; x <= b; ++x) and_rows[x] &= r[x];
+                and_into(and_rows + a, V.row(v, j0, j1) + a, len);
             }
         }
         unsigned char acc = 0;
@@ -114,15 +124,59 @@ inline bool boundary_row(const Volumes& V, long long v, long long i0, long long 
             if (!border) std::memset(and_rows + a, 0, (size_t)len);
             continue;
         }
-        const unsigned char* r = V.row(v, j0, j1);
-        for (long long x = a; x <= b; ++x) and_rows[x] &= r[x];
+        and_into(and_rows + a, V.row(v, j0, j1) + a, len);
     }
+    // the current row's x - 1 and x + 1 as plain offsets on the interior (a loop that vectorises), the image's
+    // first and last voxel with the border value
     unsigned char acc = 0;
-    for (long long x = x0; x <= x1; ++x) {
+    const long long in0 = std::max(x0, 1LL), in1 = std::min(x1, n - 2);
+    for (long long x = in0; x <= in1; ++x)
+        acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x] & cur[x - 1] & cur[x + 1]) ^ 1)));
+    for (const long long x : {x0, x1}) {
+        if (x >= in0 && x <= in1) continue;
         const unsigned char left = x > 0 ? cur[x - 1] : border, right = x + 1 < n ? cur[x + 1] : border;
         acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x] & left & right) ^ 1)));
     }
     return acc != 0;
+}
+
+// SV_CONTOUR and SV_MAURER of one row together (the "paper" convention's queries and sites), into w.contour and
+// w.maurer, as boundary_row computes each: the AND of the face neighbour rows is the contour's, and the same AND
+// taken on over the diagonal rows and the row itself is the Maurer rule's 3^(nd-1) rows, so the face rows are
+// read once for both.  Sets has_contour / has_maurer to whether the row has a voxel of each.
+inline void contour_maurer_rows(const Volumes& V, long long v, long long i0, long long i1, long long x0, long long x1,
+                                RowWork& w, bool& has_contour, bool& has_maurer) {
+    const long long n = V.n2;
+    const unsigned char* cur = V.row(v, i0, i1);
+    unsigned char* and_rows = w.a.data() + 1;  // border 1 outside the image, for both rules
+    and_rows[-1] = and_rows[n] = 1;
+    const long long a = std::max(x0 - 1, 0LL), b = std::min(x1 + 1, n - 1), len = b - a + 1;
+    std::memset(and_rows + a, 1, (size_t)len);
+    auto and_row = [&V, v, a, len, and_rows](long long j0, long long j1) {
+        if (j0 < 0 || j0 >= V.n0 || j1 < 0 || j1 >= V.n1) return;  // all border (1): nothing to AND
+        and_into(and_rows + a, V.row(v, j0, j1) + a, len);
+    };
+    and_row(i0, i1 - 1);
+    and_row(i0, i1 + 1);
+    if (V.nd == 3) and_row(i0 - 1, i1), and_row(i0 + 1, i1);
+    unsigned char* cb = w.contour.data();
+    unsigned char acc = 0;
+    const long long in0 = std::max(x0, 1LL), in1 = std::min(x1, n - 2);
+    for (long long x = in0; x <= in1; ++x)
+        acc |= (cb[x] = (unsigned char)(cur[x] & ((and_rows[x] & cur[x - 1] & cur[x + 1]) ^ 1)));
+    for (const long long x : {x0, x1}) {
+        if (x >= in0 && x <= in1) continue;
+        const unsigned char left = x > 0 ? cur[x - 1] : 1, right = x + 1 < n ? cur[x + 1] : 1;
+        acc |= (cb[x] = (unsigned char)(cur[x] & ((and_rows[x] & left & right) ^ 1)));
+    }
+    has_contour = acc != 0;
+    if (V.nd == 3) and_row(i0 - 1, i1 - 1), and_row(i0 - 1, i1 + 1), and_row(i0 + 1, i1 - 1), and_row(i0 + 1, i1 + 1);
+    and_into(and_rows + a, cur + a, len);
+    unsigned char* mb = w.maurer.data();
+    acc = 0;
+    for (long long x = x0; x <= x1; ++x)
+        acc |= (mb[x] = (unsigned char)(cur[x] & ((and_rows[x - 1] & and_rows[x] & and_rows[x + 1]) ^ 1)));
+    has_maurer = acc != 0;
 }
 
 // What one thread found, for its contiguous range of rows (so that the threads' lists, concatenated in thread
@@ -154,7 +208,13 @@ inline int extract(const Volumes& V, const int* modes, int nmodes, int nthreads,
     if (p > rows) p = rows < 1 ? 1 : rows;
     res.parts.assign((size_t)p, Found{});
     bool count_inside = false;
-    for (int m = 0; m < nmodes; ++m) count_inside |= modes[m] == SV_OUTSIDE;
+    int contour = -1, maurer = -1;  // where both are asked for, they are computed together
+    for (int m = 0; m < nmodes; ++m) {
+        count_inside |= modes[m] == SV_OUTSIDE;
+        if (modes[m] == SV_CONTOUR) contour = m;
+        if (modes[m] == SV_MAURER) maurer = m;
+    }
+    const bool together = contour >= 0 && maurer >= 0;
     return fastgsl_host::parallel_ranges(rows, (int)p, [&](long long a, long long b, long long t) {
         Found& f = res.parts[(size_t)t];
         for (int k = 0; k < 3; ++k) f.lo[k] = 1LL << 62, f.hi[k] = -1;
@@ -179,16 +239,38 @@ inline int extract(const Volumes& V, const int* modes, int nmodes, int nthreads,
                 f.inside[(size_t)v] += c;
             }
             const long long base = r * V.n2;
+            bool has_contour = false, has_maurer = false;
+            if (together) contour_maurer_rows(V, v, i0, i1, x0, x1, w, has_contour, has_maurer);
             for (int m = 0; m < nmodes; ++m) {
-                if (!boundary_row(V, v, i0, i1, modes[m], x0, x1, w)) continue;
+                const unsigned char* bnd = w.bnd.data();
+                if (together && m == contour) {
+                    if (!has_contour) continue;
+                    bnd = w.contour.data();
+                } else if (together && m == maurer) {
+                    if (!has_maurer) continue;
+                    bnd = w.maurer.data();
+                } else if (!boundary_row(V, v, i0, i1, modes[m], x0, x1, w)) {
+                    continue;
+                }
                 std::vector<long long>& out = f.idx[m];
                 const size_t before = out.size();
                 long long first = -1, last = -1;
-                for (long long x = x0; x <= x1; ++x) {
-                    if (w.bnd[(size_t)x]) {
-                        out.push_back(base + x);
-                        if (first < 0) first = x;
-                        last = x;
+                for (long long x = x0; x <= x1;) {
+                    // most of a row's span is not on the surface: eight voxels at a time skip it
+                    if (x + 8 <= x1 + 1) {
+                        unsigned long long word;
+                        std::memcpy(&word, bnd + x, 8);
+                        if (!word) {
+                            x += 8;
+                            continue;
+                        }
+                    }
+                    for (const long long stop = std::min(x + 8, x1 + 1); x < stop; ++x) {
+                        if (bnd[x]) {
+                            out.push_back(base + x);
+                            if (first < 0) first = x;
+                            last = x;
+                        }
                     }
                 }
                 f.per_volume[m][(size_t)v] += (long long)(out.size() - before);

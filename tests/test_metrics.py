@@ -648,6 +648,87 @@ def test_paper_hd_searches_only_voxels_outside_the_other_mask(monkeypatch):
     assert torch.equal(got, ref)
 
 
+def wavy_pair(n=37):
+    """Two channels of shifted, rescaled wavy balls: surfaces of a few thousand voxels, enough for the k-d tree's
+    sample of a percentile (every 16th query, at least 64)."""
+    g = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float32),) * 3, indexing="ij"))
+    out = []
+    for shift, scale in ((0.0, 1.0), (2.5, 0.9)):
+        c = g - n / 2 - shift
+        r = c.pow(2).sum(0).sqrt() * (1 + 0.12 * torch.sin(2.5 * torch.atan2(c[1], c[2])) * torch.cos(2 * c[0] / n))
+        out.append(torch.stack([r < n * 0.36 * scale, r < n * 0.22 * scale]))
+    return out[0][None], out[1][None]
+
+
+@pytest.mark.parametrize("convention", ["monai", "paper"])
+@pytest.mark.parametrize("percentile", [95, 60, 99.5])
+def test_percentile_from_limited_distances_equals_the_exact_one(monkeypatch, convention, percentile):
+    """The k-d tree measures exactly only what lies above the sampled limit (``goal="quantile"``) and the percentile
+    equals the dense EDT's, bit for bit (dyadic spacing), and MONAI's / SimpleITK's.  The ``"paper"`` median-like
+    60th percentile lies among the zeros (the voxels inside the other mask): no limit, every value exact."""
+    if not nearest.available():
+        pytest.skip(NO_TREE)
+    p, t = wavy_pair()
+    sp = (1.0, 0.5, 2.0)
+    kw = dict(include_background=True, percentile=percentile, convention=convention, spacing=sp)
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "sparse")
+    with observe.engines() as seen:
+        got = hausdorff_distance(p, t, **kw)
+    expected = "exact" if (convention, percentile) == ("paper", 60) else "limited"
+    assert seen.all("metric_distances") == ["sparse"] and seen.all("metric_quantile") == [expected]
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 3):  # the early stops differ with the threads' ranges, the percentile does not
+            torch.set_num_threads(threads)
+            assert torch.equal(hausdorff_distance(p, t, **kw), got)
+    finally:
+        torch.set_num_threads(old)
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "dense")
+    assert torch.equal(got, hausdorff_distance(p, t, **kw))
+    if convention == "monai":
+        ref = monai_metrics.compute_hausdorff_distance(p, t, percentile=percentile, spacing=sp,
+                                                       include_background=True)
+    else:
+        ref = torch.tensor([[sitk_hd(p[0, c].numpy(), t[0, c].numpy(), sp, percentile) for c in range(2)]])
+    torch.testing.assert_close(got, ref.float(), rtol=1e-5, atol=1e-5)
+
+
+def sitk_hd(p, t, sp, q):
+    """The paper's percentile Hausdorff distance of one pair: SimpleITK's clamped signed Maurer maps."""
+    maps = []
+    for m in (p, t):
+        im = sitk.GetImageFromArray(m.astype(np.uint8))
+        im.SetSpacing(tuple(float(x) for x in sp[::-1]))
+        maps.append(sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(im, insideIsPositive=False,
+                                                                        squaredDistance=False, useImageSpacing=True)))
+    return max(np.percentile(np.maximum(maps[1][p], 0), q), np.percentile(np.maximum(maps[0][t], 0), q))
+
+
+def test_percentile_measures_exactly_when_the_sampled_limit_is_misjudged(monkeypatch):
+    """Where more values than the quantile's rank came out at or below the limit (the sample misjudged it; here a
+    limit forced to +inf), every distance is measured again exactly, and the percentile is still exact."""
+    if not nearest.available():
+        pytest.skip(NO_TREE)
+    p, t = wavy_pair()
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "sparse")
+    ref = hausdorff_distance(p, t, include_background=True, percentile=95)
+    real = nearest.segment_distances
+    goals = []
+
+    def misjudged(*args, **kwargs):
+        goals.append(kwargs.get("goal", "distances"))
+        out = real(*args, **kwargs)
+        if kwargs.get("goal") == "quantile":
+            kwargs["tau"].fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(nearest, "segment_distances", misjudged)
+    with observe.engines() as seen:
+        got = hausdorff_distance(p, t, include_background=True, percentile=95)
+    assert seen.all("metric_quantile") == ["exact"] and goals == ["quantile", "distances"]
+    assert torch.equal(got, ref)
+
+
 def test_without_the_tree_library_the_dense_edt_answers(monkeypatch):
     if not nearest.available():
         pytest.skip(NO_TREE)

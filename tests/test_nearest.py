@@ -61,6 +61,23 @@ def test_matches_brute_force_exactly(shape):
     assert torch.isinf(out[torch.from_numpy(seg_q == 4)]).all()  # segment 4 reads the empty site set 3
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_deep_trees_match_brute_force_exactly(nd):
+    """Site sets of thousands of points (trees many leaves deep, leaves of odd and even sizes) on anisotropic
+    spacing: the exact brute-force minimum, bit for bit."""
+    rng = np.random.default_rng(21 + nd)
+    shape = (190, 197) if nd == 2 else (37, 41, 45)
+    q, s = random_segments(rng, 2, shape, 0.03, 0.04)
+    sp = np.array([[0.8, 1.7, 1.1][:nd], [1.3, 0.6, 0.9][:nd]])
+    out = nearest.segment_distances(torch.from_numpy(q), torch.from_numpy(s), torch.tensor([1, 0]), shape,
+                                    torch.from_numpy(sp))
+    V = math.prod(shape)
+    assert (s // V == 0).sum() > 1000
+    for g in range(2):
+        ref = brute(q[q // V == g] - g * V, s[s // V == 1 - g] - (1 - g) * V, shape, sp[g])
+        np.testing.assert_array_equal(out.numpy()[q // V == g], ref)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("goal", ["distances", "maximum"])
 def test_queries_that_are_sites(goal, threads):
@@ -200,6 +217,30 @@ def test_surface_voxels_equal_the_tensor_morphology(shape):
         assert torch.equal(inside, (p & t).reshape(p.shape[0] * p.shape[1], -1).sum(1).repeat(2))
 
 
+@pytest.mark.parametrize("shape", [(7, 9, 11), (13, 17), (1, 5, 6), (4, 1, 9)])
+def test_surface_modes_alone_equal_them_together(shape):
+    """Contour and Maurer sites asked for in one call share one pass over the face rows (the "paper" convention's
+    queries and sites); asked for alone, or with another mode between them, each has its own pass: the lists,
+    counts and boxes agree, at every density, on strided inputs."""
+    nd = len(shape)
+    g = torch.Generator().manual_seed(5)
+    for dens in (0.2, 0.6, 0.9, 1.0):
+        p = (torch.rand((2, 3) + shape, generator=g) < dens)[:, 1:]
+        t = (torch.rand((2, 3) + shape, generator=g) < dens)[:, 1:]
+        alone = {m: nearest.surface_voxels(p, t, nd, [m]) for m in ("contour", "maurer", "edge")}
+        for modes in (["contour", "maurer"], ["maurer", "edge", "contour"]):
+            lists, per_volume, _, box = nearest.surface_voxels(p, t, nd, modes)
+            for k, m in enumerate(modes):
+                ref = alone[m]
+                assert torch.equal(lists[k], ref[0][0])
+                assert torch.equal(per_volume[k], ref[1][0])
+            boxes = [alone[m][3] for m in modes if alone[m][3] is not None]
+            if boxes:
+                assert box == [(min(b[ax][0] for b in boxes), max(b[ax][1] for b in boxes)) for ax in range(nd)]
+            else:
+                assert box is None
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("shape", [(29, 31), (13, 11, 15)])
 def test_goals_keep_their_reduction_exact(shape, threads):
@@ -235,3 +276,39 @@ def test_goals_keep_their_reduction_exact(shape, threads):
     for k in range(S):
         assert torch.equal(top[seg == k].max(), exact[seg == k].max())
         assert (top[seg == k] <= exact[seg == k].max()).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quantile_goal_keeps_the_order_statistics_from_the_rank_on(threads):
+    """``goal="quantile"``: the values above the reported limit are exact, those at or below it came from sites
+    within it, and where no more than ``rank`` fall at or below it the order statistics from ``rank`` on equal
+    the exact ones; a negative rank or a small segment gets no limit (-1) and exact values."""
+    rng = np.random.default_rng(4)
+    shape = (31, 29, 33)
+    S = 4
+    q, s = random_segments(rng, S, shape, 0.12, 0.004)
+    q, s = torch.from_numpy(q), torch.from_numpy(s)
+    V = math.prod(shape)
+    seg = q // V
+    site_of = torch.tensor([1, 0, 3, 2])
+    sp = torch.tensor([(1.2, 0.7, 2.1)] * S, dtype=torch.float64)
+    n = torch.bincount(seg, minlength=S)
+    rank = ((n - 1).double() * torch.tensor([0.95, 0.5, 0.99, 0.95], dtype=torch.float64)).floor().long()
+    rank[3] = -1
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        exact = nearest.segment_distances(q, s, site_of, shape, sp)
+        limit = torch.empty(S, dtype=torch.float32)
+        got = nearest.segment_distances(q, s, site_of, shape, sp, goal="quantile", tau=limit, rank=rank)
+    finally:
+        torch.set_num_threads(old)
+    assert (limit[:3] >= 0).all() and limit[3] == -1
+    for k in range(S):
+        g, e, T = got[seg == k], exact[seg == k], limit[k]
+        if T < 0:
+            assert torch.equal(g, e)
+            continue
+        assert torch.equal(g[e > T], e[e > T]) and (g[e <= T] <= T).all() and (g[e <= T] >= e[e <= T]).all()
+        assert int((g <= T).sum()) <= rank[k]  # the sample's limit lies below the rank-th value here
+        assert torch.equal(g.sort().values[rank[k]:], e.sort().values[rank[k]:])

@@ -9,7 +9,8 @@ the batched exact EDT (:func:`fastgsl.ops.edt.distance_to_sites`, once per disti
 batched k-d tree search of :mod:`fastgsl.ops.nearest`, which measures only the query voxels.  On the CPU the
 surfaces themselves are read in one native pass over the masks' rows (:func:`fastgsl.ops.nearest.surface_voxels`),
 as lists of voxels, without full-size temporaries; a Hausdorff distance lets the tree stop a query once it cannot
-raise the maximum and surface Dice lets it stop at the first site within the tolerance (both stay exact); with a
+raise the maximum, a percentile once it lies below a limit sampled under the order statistics the percentile reads
+(checked afterwards), and surface Dice lets it stop at the first site within the tolerance (all stay exact); with a
 tolerance of a few voxels surface Dice needs no tree at all, only the sites of the few voxel rows within it
 (:func:`fastgsl.ops.nearest.within_rows`).
 

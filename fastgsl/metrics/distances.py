@@ -29,8 +29,9 @@ from .selection import segment_quantile
 #: ``FASTGSL_METRIC_DISTANCES``: how the query voxels get their distances (``auto``: the cheaper one)
 DISTANCE_PATHS = ("auto", "dense", "sparse")
 #: cost of one k-d tree query step relative to one voxel of the dense EDT (both maps, with the site map it is built
-#: from), measured on the CPU
-_SPARSE_COST = 1.0
+#: from), measured on the CPU (the benchmark's folded workload, where the two paths are closest: with this cost the
+#: model takes the tree, which was 0.7-0.9x the dense EDT's time there in either convention)
+_SPARSE_COST = 0.5
 #: cost of one stencil row of a surface Dice query (:func:`fastgsl.ops.nearest.within_rows`) in the same unit
 _ROW_COST = 0.3
 _MAX_TREE = 2 ** 31 - 1
@@ -205,9 +206,11 @@ def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
     on its ``LabelContour`` (:func:`sparse_distances`), which are then the sites of both paths.
 
     ``need`` (:func:`directed_sets`) lets the k-d tree search less: ``"maximum"`` ends a query's search once it
-    cannot raise its segment's maximum, a float32 ``(C,)`` tolerance ends it at the first site within (or, for a
-    small tolerance, scans only the few rows of sites within it: :func:`fastgsl.ops.nearest.within_rows`, which
-    the cost model then counts instead of the tree's depth).  Only that reduction of the values is then exact."""
+    cannot raise its segment's maximum, ``("quantile", q)`` once its value lies below a limit under the order
+    statistics that quantile reads (:func:`_quantile_values`), a float32 ``(C,)`` tolerance ends it at the first
+    site within (or, for a small tolerance, scans only the few rows of sites within it:
+    :func:`fastgsl.ops.nearest.within_rows`, which the cost model then counts instead of the tree's depth).  Only
+    that reduction of the values is then exact."""
     if p.numel() == 0:
         return None
     modes = ("outside", "contour") if over_foreground else ("edge",) if convention == "monai" else ("contour", "maurer")
@@ -231,7 +234,7 @@ def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
     elif path != "dense" and sites.numel() <= _MAX_TREE:
         ext = [hi - lo + 1 for lo, hi in box]
         per_query = math.log2(total / 2 + 2)  # a rough log2 of the tree size, as calibrated
-        if need is not None and not isinstance(need, str):
+        if isinstance(need, torch.Tensor):
             rows = [nearest.within_rows(shape, sp, tau) for sp in set(spacings) for tau in set(need.tolist())]
             if all(r is not None for r in rows):  # every segment scans a few rows of sites, no tree
                 per_query = max(rows) * _ROW_COST / _SPARSE_COST
@@ -242,6 +245,9 @@ def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
             if need is None or isinstance(need, str):
                 values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1],
                                                    goal=need or "distances")
+            elif isinstance(need, tuple):
+                values = _quantile_values(queries, sites, site_of, shape, sp, n_found, per_volume[-1], zeros,
+                                          need[1])
             else:
                 values = nearest.segment_distances(queries, sites, site_of, shape, sp, n_found, per_volume[-1],
                                                    goal="within", tau=need.repeat(2 * B))
@@ -250,6 +256,36 @@ def host_sets(p, t, nd, spacings, convention, over_foreground, need=None):
         values = _dense_values(queries, sites, box, B, C, shape, spacings, nd)
     present = (counts > 0).view(2, B, C)
     return DistanceSets(values, seg, counts, present[0], present[1], zeros)
+
+
+def _quantile_values(queries, sites, site_of, shape, sp, stored, site_counts, zeros, q):
+    """The k-d tree's distances where only each segment's linear-interpolated ``q``-quantile will be read: exact
+    from the lower order statistic of :func:`segment_quantile` on, and for the others at most the limit ``T`` of
+    ``goal="quantile"`` (:func:`fastgsl.ops.nearest.segment_distances`).  That holds where at most ``rank`` stored
+    values (the lower order statistic's rank among them) came out ``<= T``, which is checked; a segment where it
+    does not hold (the sample misjudged it) makes every distance exact instead.  Reports ``"metric_quantile"``:
+    ``"limited"`` (some segment's values were limited) or ``"exact"`` (all are exact)."""
+    S = stored.numel()
+    n = stored if zeros is None else stored + zeros
+    k = ((n - 1).clamp(min=0).to(torch.float64) * q).floor().to(torch.int64)  # segment_quantile's
+    rank = k if zeros is None else k - zeros
+    rank = torch.where((rank >= 0) & (stored > 0), rank, -1)
+    limit = torch.empty(S, dtype=torch.float32)
+    values = nearest.segment_distances(queries, sites, site_of, shape, sp, stored, site_counts, goal="quantile",
+                                       tau=limit, rank=rank)
+    limited = limit >= 0
+    if not bool(limited.any()):  # no segment was large enough to sample, or no quantile lies above its zeros
+        observe.note("metric_quantile", "exact")
+        return values
+    ends = stored.cumsum(0)
+    below = (values <= torch.repeat_interleave(limit, stored)).to(torch.int64)
+    cs = torch.cat([below.new_zeros(1), below.cumsum(0)])
+    n_below = cs[ends] - cs[ends - stored]
+    if bool((limited & (n_below > rank)).any()):
+        observe.note("metric_quantile", "exact")
+        return nearest.segment_distances(queries, sites, site_of, shape, sp, stored, site_counts)
+    observe.note("metric_quantile", "limited")
+    return values
 
 
 def _dense_values(queries, sites, box, B, C, shape, spacings, nd):
@@ -273,9 +309,9 @@ def directed_sets(p, t, nd, spacings, convention, over_foreground=False, need=No
     signed Maurer map's sites (its absolute value).  ``over_foreground`` (the ``"paper"`` HD) overrides both: all
     foreground voxels against the whole other mask (the signed map clamped at 0).
 
-    ``need``: None (every reduction), ``"maximum"`` (only :meth:`DistanceSets.maximum` will be read) or a float32
-    ``(C,)`` tensor of tolerances (only :meth:`DistanceSets.within` of it); the CPU's k-d tree then searches
-    less (:func:`host_sets`)."""
+    ``need``: None (every reduction), ``"maximum"`` (only :meth:`DistanceSets.maximum` will be read),
+    ``("quantile", q)`` (only :meth:`DistanceSets.quantile` of ``q``) or a float32 ``(C,)`` tensor of tolerances
+    (only :meth:`DistanceSets.within` of it); the CPU's k-d tree then searches less (:func:`host_sets`)."""
     B, C = p.shape[:2]
     if p.device.type == "cpu":
         sets = host_sets(p, t, nd, spacings, convention, over_foreground, need)

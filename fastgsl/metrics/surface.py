@@ -41,7 +41,7 @@ def hausdorff_distance(pred: torch.Tensor, target: torch.Tensor, num_classes: in
     B, C = p.shape[:2]
     maximum = percentile is None or percentile == 100.0
     sets = directed_sets(p, t, nd, spacings, convention, over_foreground=convention == "paper",
-                         need="maximum" if maximum else None)
+                         need="maximum" if maximum else ("quantile", percentile / 100.0))
     if sets is None:
         return all_absent(B, C, p.device, empty, float("nan"), 0.0)
     per_dir = sets.maximum() if maximum else sets.quantile(percentile / 100.0)

@@ -21,9 +21,9 @@ import torch
 from fastgsl import _native
 from fastgsl.kernels import manifest
 
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 #: what :func:`segment_distances` must get right (``kernels/nearest_host.cpp`` states each)
-GOALS = {"distances": 0, "maximum": 1, "within": 2}
+GOALS = {"distances": 0, "maximum": 1, "within": 2, "quantile": 3}
 #: the surfaces :func:`surface_voxels` extracts (``kernels/surface_voxels.h`` states each rule)
 SURFACE_MODES = {"edge": 0, "contour": 1, "maurer": 2, "outside": 3}
 
@@ -31,7 +31,7 @@ SURFACE_MODES = {"edge": 0, "contour": 1, "maurer": 2, "outside": 3}
 def _bind(lib: ctypes.CDLL):
     vp = ctypes.c_void_p
     lib.fastgsl_nearest_distances.argtypes = [vp, vp, vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp, vp, vp,
-                                              ctypes.c_int, ctypes.c_int, vp]
+                                              ctypes.c_int, ctypes.c_int, vp, vp]
     lib.fastgsl_nearest_distances.restype = ctypes.c_int
     lib.fastgsl_surface_extract.argtypes = [vp, vp, vp, ctypes.c_longlong, ctypes.c_int, vp, vp, vp, ctypes.c_int, vp,
                                             vp, ctypes.c_int]
@@ -70,7 +70,7 @@ def _cumulative(counts: torch.Tensor) -> torch.Tensor:
 
 def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch.Tensor, shape, spacing,
                       query_counts: torch.Tensor | None = None, site_counts: torch.Tensor | None = None, *,
-                      goal: str = "distances", tau: torch.Tensor | None = None):
+                      goal: str = "distances", tau: torch.Tensor | None = None, rank: torch.Tensor | None = None):
     """float32 distance from every query voxel to the nearest site of its segment's site set.
 
     Args:
@@ -85,7 +85,15 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
             ``"within"``: only ``value <= tau[s]`` is exact (the search stops at the first site within ``tau[s]``;
             ``+inf`` where there is none); with a small tolerance (:func:`within_rows`) the sites of the few
             voxel rows within it are scanned instead of the tree.
-        tau: float32 ``(S,)``, the tolerance of each query segment for ``goal="within"``.
+            ``"quantile"``: only the order statistics from ``rank[s]`` on (0-based, among the segment's values) must
+            be exact.  A sample of the segment's queries (every 16th, measured exactly) gives a limit ``T[s]`` below
+            which values need not be exact: a query stops at the first site within it (its value is then ``<=
+            T[s]``), while every value above ``T[s]`` is exact.  So where at most ``rank[s]`` values come out ``<=
+            T[s]``, the order statistics from ``rank[s]`` on are exact; the caller checks that (``T[s] = -1``: no
+            limit, every value exact).
+        tau: float32 ``(S,)``, the tolerance of each query segment for ``goal="within"``; for ``goal="quantile"``
+            a float32 ``(S,)`` tensor that receives ``T``.
+        rank: int64 ``(S,)`` for ``goal="quantile"`` (negative: every value of that segment exact).
 
     Returns a float32 tensor like ``queries`` (``+inf`` where the site segment is empty), or None when the host
     library is unavailable.
@@ -107,10 +115,16 @@ def segment_distances(queries: torch.Tensor, sites: torch.Tensor, site_of: torch
     out = torch.empty(q.numel(), dtype=torch.float32)
     if goal == "within":
         tau = torch.as_tensor(tau, dtype=torch.float32).reshape(S).contiguous()
+    if goal == "quantile":
+        if not (isinstance(tau, torch.Tensor) and tau.dtype == torch.float32 and tau.shape == (S,)
+                and tau.is_contiguous() and tau.device.type == "cpu"):
+            raise ValueError("goal='quantile' needs tau, a contiguous float32 CPU tensor of shape (S,) to write to")
+        rank = torch.as_tensor(rank, dtype=torch.int64).reshape(S).contiguous()
     rc = lib.fastgsl_nearest_distances(q.data_ptr(), q_off.data_ptr(), s.data_ptr(), s_off.data_ptr(),
                                        site_of.data_ptr(), S, nd, shp.data_ptr(), sp.data_ptr(), out.data_ptr(),
                                        max(1, torch.get_num_threads()), GOALS[goal],
-                                       tau.data_ptr() if goal == "within" else None)
+                                       tau.data_ptr() if goal in ("within", "quantile") else None,
+                                       rank.data_ptr() if goal == "quantile" else None)
     if rc:
         raise MemoryError("host nearest-site search: a worker thread failed (out of memory)")
     return out
