@@ -154,11 +154,11 @@ def make_call(peer: str, workload: str, metric: str, device: str = DEVICE):
         else:
             metric_fn = lambda: metrics.surface_dice(pred, target, NSD_TOLERANCE, **kw)
         forced = {"fastgsl_dense": "dense", "fastgsl_sparse": "sparse"}
-        path = forced.get(peer, os.environ.get("FASTGSL_METRIC_DISTANCES", "auto"))
-
-        def fn():
-            with mock.patch.dict(os.environ, {"FASTGSL_METRIC_DISTANCES": path}):
-                return metric_fn()
+        fn = metric_fn  # the default path: no environment patch (copying os.environ costs about 0.3 ms a call)
+        if peer in forced:
+            def fn():
+                with mock.patch.dict(os.environ, {"FASTGSL_METRIC_DISTANCES": forced[peer]}):
+                    return metric_fn()
     elif peer == "monai":
         from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 

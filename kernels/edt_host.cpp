@@ -39,6 +39,7 @@ static inline bool edt_negative(double x) { return std::signbit(x); }
 static inline double edt_sqrt(double x) { return std::sqrt(x); }
 
 #include "edt_kernel.cu"
+#include "host_memory.h"
 #include "host_parallel.h"
 
 namespace {
@@ -295,17 +296,7 @@ namespace {
 // them to madvise) makes that one fault per 2 MiB; each thread writes its own contiguous rows, so no two threads
 // wait on one huge page.  Not for the result: the last pass writes every plane from both threads, and there
 // huge pages made them wait on each other (measured slower).  Advice only: nothing else changes.
-void edt_advise_huge(void* p, long long bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const unsigned long long huge = 1ULL << 21;
-    const unsigned long long a = ((unsigned long long)p + huge - 1) & ~(huge - 1);
-    const unsigned long long e = ((unsigned long long)p + (unsigned long long)bytes) & ~(huge - 1);
-    if (bytes > 0 && e > a) madvise((void*)a, (size_t)(e - a), MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
+void edt_advise_huge(void* p, long long bytes) { fastgsl_host::advise_huge(p, bytes); }
 }  // namespace
 
 namespace {

@@ -39,10 +39,11 @@ class HostLibrarySpec(NamedTuple):
         return f"fastgsl.{self.stem}"
 
 
-EDT = HostLibrarySpec("_edt_host", "edt_host.cpp", ("edt_kernel.cu", "edt_host.cpp", "host_parallel.h"),
+EDT = HostLibrarySpec("_edt_host", "edt_host.cpp",
+                      ("edt_kernel.cu", "edt_host.cpp", "host_memory.h", "host_parallel.h"),
                       "FASTGSL_EDT_SOURCE_HASH", "fastgsl_edt")
 STATS = HostLibrarySpec("_stats_host", "voxel_stats_host.cpp",
-                        ("voxel_stats_host.cpp", "voxel_stats_layout.h", "host_parallel.h"),
+                        ("voxel_stats_host.cpp", "voxel_stats_layout.h", "host_memory.h", "host_parallel.h"),
                         "FASTGSL_STATS_SOURCE_HASH", "fastgsl_stats")
 NEAREST = HostLibrarySpec("_nearest_host", "nearest_host.cpp", ("nearest_host.cpp", "host_parallel.h", "segment_select.h", "surface_voxels.h"),
                           "FASTGSL_NEAREST_SOURCE_HASH", "fastgsl_nearest")

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "host_memory.h"
 #include "host_parallel.h"
 #include "voxel_stats_layout.h"
 
@@ -203,6 +204,7 @@ int fastgsl_stats_backward(const float* gs, const void* z, int zk, const void* t
     if (N == 0 || B == 0) return 0;
     if (!gs || !z || !t || !grad || (!d && (need & ((1 << S_SURF) | (1 << S_DP) | (1 << S_HAUS))))) return 2;
     Args a{z, t, d, dp, B, C, N, offset, need};
+    fastgsl_host::advise_huge(grad, B * C * N * (zk == Z_F32 ? 4 : 2));  // a fresh gradient: one fault per 2 MiB
 #ifdef FASTGSL_STATS_HAVE_X86
     if (isa == 3) return isa_avx512::backward(a, zk, tk, act, gs, grad, nthreads);
     if (isa == 2) return isa_avx2::backward(a, zk, tk, act, gs, grad, nthreads);
