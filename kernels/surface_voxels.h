@@ -81,6 +81,23 @@ inline void and_into(unsigned char* __restrict dst, const unsigned char* __restr
     for (long long x = 0; x < len; ++x) dst[x] &= src[x];
 }
 
+// out[x] for x in [x0, x1]: cur[x] set and not all of its face neighbours (and_rows[x], the AND of the other rows'
+// neighbours, and the row's own x - 1 and x + 1).  The interior reads x - 1 and x + 1 as plain offsets (a loop
+// that vectorises); the image's first and last voxel take `border` outside.  Returns whether any out[x] is set.
+inline bool face_boundary(const unsigned char* cur, const unsigned char* and_rows, long long x0, long long x1,
+                          long long n, unsigned char border, unsigned char* out) {
+    unsigned char acc = 0;
+    const long long in0 = std::max(x0, 1LL), in1 = std::min(x1, n - 2);
+    for (long long x = in0; x <= in1; ++x)
+        acc |= (out[x] = (unsigned char)(cur[x] & ((and_rows[x] & cur[x - 1] & cur[x + 1]) ^ 1)));
+    for (const long long x : {x0, x1}) {
+        if (x >= in0 && x <= in1) continue;
+        const unsigned char left = x > 0 ? cur[x - 1] : border, right = x + 1 < n ? cur[x + 1] : border;
+        acc |= (out[x] = (unsigned char)(cur[x] & ((and_rows[x] & left & right) ^ 1)));
+    }
+    return acc != 0;
+}
+
 // bnd[x] for x in [x0, x1] of row (i0, i1) of volume v under `mode`, where [x0, x1] holds every voxel of the row
 // (cur is 0 outside it, so bnd is too); returns false when the row has no such voxel.  The neighbour rows are
 // read on [x0 - 1, x1 + 1] only (within the image).
@@ -126,18 +143,7 @@ inline bool boundary_row(const Volumes& V, long long v, long long i0, long long 
         }
         and_into(and_rows + a, V.row(v, j0, j1) + a, len);
     }
-    // the current row's x - 1 and x + 1 as plain offsets on the interior (a loop that vectorises), the image's
-    // first and last voxel with the border value
-    unsigned char acc = 0;
-    const long long in0 = std::max(x0, 1LL), in1 = std::min(x1, n - 2);
-    for (long long x = in0; x <= in1; ++x)
-        acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x] & cur[x - 1] & cur[x + 1]) ^ 1)));
-    for (const long long x : {x0, x1}) {
-        if (x >= in0 && x <= in1) continue;
-        const unsigned char left = x > 0 ? cur[x - 1] : border, right = x + 1 < n ? cur[x + 1] : border;
-        acc |= (bnd[x] = (unsigned char)(cur[x] & ((and_rows[x] & left & right) ^ 1)));
-    }
-    return acc != 0;
+    return face_boundary(cur, and_rows, x0, x1, n, border, bnd);
 }
 
 // SV_CONTOUR and SV_MAURER of one row together (the "paper" convention's queries and sites), into w.contour and
@@ -159,21 +165,11 @@ inline void contour_maurer_rows(const Volumes& V, long long v, long long i0, lon
     and_row(i0, i1 - 1);
     and_row(i0, i1 + 1);
     if (V.nd == 3) and_row(i0 - 1, i1), and_row(i0 + 1, i1);
-    unsigned char* cb = w.contour.data();
-    unsigned char acc = 0;
-    const long long in0 = std::max(x0, 1LL), in1 = std::min(x1, n - 2);
-    for (long long x = in0; x <= in1; ++x)
-        acc |= (cb[x] = (unsigned char)(cur[x] & ((and_rows[x] & cur[x - 1] & cur[x + 1]) ^ 1)));
-    for (const long long x : {x0, x1}) {
-        if (x >= in0 && x <= in1) continue;
-        const unsigned char left = x > 0 ? cur[x - 1] : 1, right = x + 1 < n ? cur[x + 1] : 1;
-        acc |= (cb[x] = (unsigned char)(cur[x] & ((and_rows[x] & left & right) ^ 1)));
-    }
-    has_contour = acc != 0;
+    has_contour = face_boundary(cur, and_rows, x0, x1, n, 1, w.contour.data());
     if (V.nd == 3) and_row(i0 - 1, i1 - 1), and_row(i0 - 1, i1 + 1), and_row(i0 + 1, i1 - 1), and_row(i0 + 1, i1 + 1);
     and_into(and_rows + a, cur + a, len);
     unsigned char* mb = w.maurer.data();
-    acc = 0;
+    unsigned char acc = 0;
     for (long long x = x0; x <= x1; ++x)
         acc |= (mb[x] = (unsigned char)(cur[x] & ((and_rows[x - 1] & and_rows[x] & and_rows[x + 1]) ^ 1)));
     has_maurer = acc != 0;
