@@ -312,3 +312,55 @@ def test_quantile_goal_keeps_the_order_statistics_from_the_rank_on(threads):
         assert torch.equal(g[e > T], e[e > T]) and (g[e <= T] <= T).all() and (g[e <= T] >= e[e <= T]).all()
         assert int((g <= T).sum()) <= rank[k]  # the sample's limit lies below the rank-th value here
         assert torch.equal(g.sort().values[rank[k]:], e.sort().values[rank[k]:])
+
+
+def test_portable_search_gives_the_sse2_bits(tmp_path, monkeypatch):
+    """The lane-by-lane search that builds without SSE2 run (``-DFASTGSL_NEAREST_SCALAR`` builds it here) gives the
+    same bits as the SSE2 one (the default build on x86-64), for every metric and both conventions on the k-d tree
+    path."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from fastgsl import metrics
+    from fastgsl.kernels import manifest
+
+    lib, where = nearest.host_library.load()
+    if lib is None:
+        pytest.skip(f"the nearest-site host library is unavailable: {where}")
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler on this machine to build the portable variant")
+    kdir = nearest.host_library.kernel_dir()
+    out = tmp_path / "nearest_scalar.so"
+    spec = manifest.NEAREST
+    digest = manifest.source_hash(kdir, spec.sources)
+    res = subprocess.run([cxx, *manifest.CXX_FLAGS, "-shared", "-fPIC", "-DFASTGSL_NEAREST_SCALAR",
+                          f'-D{spec.hash_macro}="{digest}"', "-o", str(out), str(kdir / spec.main)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    scalar = nearest._bind(ctypes.CDLL(str(out)))
+
+    g = torch.Generator().manual_seed(5)
+    noise = torch.rand(2, 1, 23, 19, 17, generator=g)
+    target = (noise > 0.55).long() + (noise > 0.8).long()            # 3 labels, ragged surfaces
+    pred = torch.roll(target, shifts=(2, -1, 1), dims=(2, 3, 4))
+    pred[1, 0, :4] = 0
+    kw = dict(spacing=(0.8, 1.1, 1.7))
+    monkeypatch.setenv("FASTGSL_METRIC_DISTANCES", "sparse")
+
+    def every_metric():
+        outs = []
+        for conv in ("monai", "paper"):
+            outs.append(metrics.hausdorff_distance(pred, target, 3, convention=conv, **kw))
+            outs.append(metrics.hausdorff_distance(pred, target, 3, percentile=95, convention=conv, **kw))
+            outs.append(metrics.average_surface_distance(pred, target, 3, convention=conv, **kw))
+            outs.append(metrics.surface_dice(pred, target, 1.5, 3, convention=conv, **kw))
+        return outs
+
+    sse2 = every_metric()
+    monkeypatch.setattr(nearest.host_library, "_result", (scalar, str(out)))
+    portable = every_metric()
+    for a, b in zip(sse2, portable):
+        assert torch.equal(a, b)
+    assert all(torch.isfinite(a).any() for a in sse2)  # the comparison saw real distances, not only NaN
