@@ -102,10 +102,10 @@ int parallel_blocks(long long nblocks, int nthreads, Fn fn) {
 }
 
 // The vector code below is compiled three times from this same file: for AVX-512 and for AVX2 (chosen at run time
-// when the CPU has them) and for the baseline ISA.  A group is L = 16 lanes in every build (one AVX-512 register,
-// two AVX2 or four SSE ones), so the lanes, and with them the order of every addition, are the same in all three.
-// No FMA in any (contraction is off and no build enables FMA), so all round every operation identically: the
-// results do not depend on which one runs.
+// when the CPU has them) and for the baseline ISA.  A group is one register: 16 lanes with AVX-512, 8 with AVX2 or
+// SSE (two SSE registers), and the 8-lane builds add into two accumulator banks, so every build adds in the order
+// of the same kLanes = 16 accumulation lanes.  No FMA in any (contraction is off and no build enables FMA), so all
+// round every operation identically: the results do not depend on which one runs.
 #define FASTGSL_STATS_ISA_BODY 1
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FASTGSL_STATS_HAVE_X86 1
