@@ -32,10 +32,10 @@
 #include "voxel_stats_layout.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors passed between inline functions of this file only
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors passed between inline functions of this file only
 #endif
-// The vector helpers are always inlined: a 64-byte vector passed to an out-of-line call in the AVX2 or baseline
-// build goes through memory, which made those builds three times slower.
+// The vector helpers are always inlined: a vector wider than the build's registers, passed to an out-of-line call,
+// goes through memory (an early version with 16 lanes in every build ran three times slower with AVX2 for it).
 #define FASTGSL_VINLINE inline __attribute__((always_inline))
 
 #ifndef FASTGSL_STATS_SOURCE_HASH
