@@ -24,7 +24,7 @@ from fastgsl.ops.edt import distance_to_sites
 from fastgsl.validation import check_choice
 
 from .morphology import edges_into, label_contour_into, maurer_contour_into
-from .selection import segment_quantile
+from .selection import order_rank, segment_quantile
 
 #: ``FASTGSL_METRIC_DISTANCES``: how the query voxels get their distances (``auto``: the cheaper one)
 DISTANCE_PATHS = ("auto", "dense", "sparse")
@@ -132,6 +132,14 @@ def sparse_distances(idx, partner, queries, sites, spacings, nd, over_foreground
     return values
 
 
+def _segment_counts(flags: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """int64 number of true ``flags`` in each of the consecutive segments of ``lengths``, from one cumulative
+    sum."""
+    cs = torch.cat([lengths.new_zeros(1), flags.to(torch.int64).cumsum(0)])
+    ends = lengths.cumsum(0)
+    return cs[ends] - cs[ends - lengths]
+
+
 class DistanceSets:
     """The directed distance sets of every (item, class), concatenated: ``values`` (float32) in segments
     ``seg = direction * B * C + item * C + class`` (direction 0: pred -> target), sorted by segment, with
@@ -176,8 +184,7 @@ class DistanceSets:
         cs = torch.cat([v.new_zeros(1), torch.where(inf, 0.0, v).cumsum(0)])
         ends = self.stored.cumsum(0)
         total = cs[ends] - cs[ends - self.stored]
-        cs_inf = torch.cat([ends.new_zeros(1), inf.to(torch.int64).cumsum(0)])
-        n_inf = cs_inf[ends] - cs_inf[ends - self.stored]
+        n_inf = _segment_counts(inf, self.stored)
         return torch.where(n_inf > 0, float("inf"), total)
 
     def within(self, tau: torch.Tensor) -> torch.Tensor:
@@ -185,10 +192,7 @@ class DistanceSets:
         C = tau.numel()
         S = self.counts.numel()
         if bool((tau == tau[0]).all()):  # one tolerance: no per-value threshold needed
-            ok = (self.values <= tau[0]).to(torch.int64)
-            cs = torch.cat([ok.new_zeros(1), ok.cumsum(0)])
-            ends = self.stored.cumsum(0)
-            good = cs[ends] - cs[ends - self.stored]
+            good = _segment_counts(self.values <= tau[0], self.stored)
         else:
             good = torch.bincount(self.seg[self.values <= tau[self.seg % C]], minlength=S)
         if self.zeros is not None:
@@ -267,7 +271,7 @@ def _quantile_values(queries, sites, site_of, shape, sp, stored, site_counts, ze
     ``"limited"`` (some segment's values were limited) or ``"exact"`` (all are exact)."""
     S = stored.numel()
     n = stored if zeros is None else stored + zeros
-    k = ((n - 1).clamp(min=0).to(torch.float64) * q).floor().to(torch.int64)  # segment_quantile's
+    k, _ = order_rank(n, q)  # segment_quantile's lower order statistic
     rank = k if zeros is None else k - zeros
     rank = torch.where((rank >= 0) & (stored > 0), rank, -1)
     limit = torch.empty(S, dtype=torch.float32)
@@ -277,10 +281,7 @@ def _quantile_values(queries, sites, site_of, shape, sp, stored, site_counts, ze
     if not bool(limited.any()):  # no segment was large enough to sample, or no quantile lies above its zeros
         observe.note("metric_quantile", "exact")
         return values
-    ends = stored.cumsum(0)
-    below = (values <= torch.repeat_interleave(limit, stored)).to(torch.int64)
-    cs = torch.cat([below.new_zeros(1), below.cumsum(0)])
-    n_below = cs[ends] - cs[ends - stored]
+    n_below = _segment_counts(values <= torch.repeat_interleave(limit, stored), stored)
     if bool((limited & (n_below > rank)).any()):
         observe.note("metric_quantile", "exact")
         return nearest.segment_distances(queries, sites, site_of, shape, sp, stored, site_counts)

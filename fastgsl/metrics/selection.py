@@ -57,9 +57,7 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
         return out
     if seg is None and method != "select":
         seg = torch.repeat_interleave(torch.arange(S, device=dev), counts)
-    rank = (counts - 1).clamp(min=0).to(torch.float64) * q
-    k = rank.floor().to(torch.int64)
-    w = rank - k.to(torch.float64)
+    k, w = order_rank(counts, q)
     if method == "select":
         v_lo, v_hi = _select(values, counts, k)
     elif method == "radix":
@@ -68,6 +66,15 @@ def segment_quantile(values: torch.Tensor, counts: torch.Tensor, q: float,
     else:
         raise ValueError(f"method must be 'select', 'radix' or None, got {method!r}")
     return _interpolate(v_lo, v_hi, w, counts, out)
+
+
+def order_rank(n: torch.Tensor, q: float):
+    """The lower order statistic ``k`` (0-based, int64) and the weight ``w`` (float64) of the next one that the
+    linear-interpolated ``q``-quantile of ``n`` values reads: ``(n - 1) q = k + w``.  The one definition, for the
+    selection here and for the k-d tree's quantile goal (``fastgsl.metrics.distances``), which must agree."""
+    rank = (n - 1).clamp(min=0).to(torch.float64) * q
+    k = rank.floor().to(torch.int64)
+    return k, rank - k.to(torch.float64)
 
 
 def _interpolate(v_lo, v_hi, w, counts, out):
@@ -81,9 +88,7 @@ def _quantile_with_zeros(values, counts, zeros, q, out):
     (the values being >= 0) are its smallest: order statistic ``k`` is 0 for ``k < zeros[s]`` and the stored
     values' ``k - zeros[s]``-th beyond."""
     n = counts + zeros
-    rank = (n - 1).clamp(min=0).to(torch.float64) * q
-    k = rank.floor().to(torch.int64)
-    w = rank - k.to(torch.float64)
+    k, w = order_rank(n, q)
     lo_f, hi_f = _select(values, counts, (k - zeros).clamp(min=0))
     zero = torch.zeros_like(lo_f)
     v_lo = torch.where(k < zeros, zero, lo_f)
