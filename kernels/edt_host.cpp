@@ -14,9 +14,6 @@
 #include <thread>
 #include <type_traits>
 #include <vector>
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 #define EDT_HOST 1
 
@@ -291,15 +288,6 @@ void edt_envelope_tiles(double* F, float* out, long long begin, long long end, l
 }  // namespace
 
 namespace {
-// The first pass writes the float64 workspace first: a fresh allocation of hundreds of MB, where 4 KiB page
-// faults cost about a sixth of a 2x4x128^3 transform.  Asking for transparent huge pages (where the kernel leaves
-// them to madvise) makes that one fault per 2 MiB; each thread writes its own contiguous rows, so no two threads
-// wait on one huge page.  Not for the result: the last pass writes every plane from both threads, and there
-// huge pages made them wait on each other (measured slower).  Advice only: nothing else changes.
-void edt_advise_huge(void* p, long long bytes) { fastgsl_host::advise_huge(p, bytes); }
-}  // namespace
-
-namespace {
 // First pass of EDT_ITK on the host, for the lines [begin, end): the contour test of edt_first_line (an object
 // voxel with background among its full neighbourhood) made of whole-row loops without branches, which the compiler
 // vectorises - bg[y] = "column y of the up to 9 neighbouring rows holds background", then
@@ -402,11 +390,15 @@ int edt_first_itk(const T* labels, double* F, long long nlines, long long C, int
 }
 }  // namespace
 
+// The first pass writes the float64 workspace first: where it is a fresh allocation of hundreds of MB, 4 KiB page
+// faults cost about a sixth of a 2x4x128^3 transform, hence the huge-page advice.  Each thread writes its own
+// contiguous rows, so no two threads wait on one huge page.  Not for the result: the last pass writes every plane
+// from both threads, and there huge pages made them wait on each other (measured slower).
 #define EDT_HOST_FIRST(SUFFIX, T)                                                                              \
     extern "C" int fastgsl_edt_first_##SUFFIX(const T* labels, double* F, long long nlines, long long C,       \
                                               int nonzero, long long n0, long long n1, long long n2, double s,  \
                                               int mode, int nthreads, int generic) {                           \
-        edt_advise_huge(F, nlines * n2 * (long long)sizeof(double));                                           \
+        fastgsl_host::advise_huge(F, nlines * n2 * (long long)sizeof(double));                                 \
         if (mode == EDT_ITK && !generic)                                                                       \
             return edt_first_itk<T>(labels, F, nlines, C, nonzero, n0, n1, n2, s, nthreads);                   \
         return edt_parallel(nlines, nthreads,                                                                  \
