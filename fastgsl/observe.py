@@ -23,6 +23,8 @@ Operations and their engines:
 ``metric_distances``    ``"sparse"`` (k-d tree of ``fastgsl.ops.nearest``), ``"dense"`` (EDT)
 ``metric_quantile``     ``"limited"`` (a percentile HD on the k-d tree measured exactly only above a sampled
                         limit), ``"exact"`` (every distance exact: no limit applied, or the limit was misjudged)
+``label_check``         ``"fused"`` (each label tested by the C++ statistics pass as it reads it),
+                        ``"aminmax"`` (a reduction of its own: the PyTorch passes, or a device-side assert on a GPU)
 ``monai``               ``"fastgsl"`` (a ``fastgsl.monai`` class computed by fastgsl), ``"monai"``
                         (MONAI's own code, for an argument fastgsl does not reproduce)
 ======================  =============================================================================

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -42,28 +43,52 @@ def check_integer_labels(name: str, labels) -> torch.Tensor:
     return labels
 
 
+@dataclass(frozen=True)
+class LabelRange:
+    """The rule "every label lies in ``[0, num_labels)``", with the words of its error.
+
+    A caller that hands its labels to an op which reads them anyway passes the rule along instead of checking it
+    first: the host statistics pass (``fastgsl.ops.voxel_stats``) tests every label as it reads it, so the check
+    costs no pass of its own (and :meth:`check` runs only to word the error); every other path calls
+    :meth:`check`.
+
+    Args:
+        name: what the labels are called in the error (``"labels"``).
+        num_labels: the number of valid labels.
+        context: appended to the rule in the error (``" for 4 channels"``).
+        error: the exception class raised (the MONAI drop-in raises ``RuntimeError``, as MONAI's ``one_hot`` does).
+    """
+
+    name: str
+    num_labels: int
+    context: str = ""
+    error: type = ValueError
+
+    def check(self, labels: torch.Tensor, *, eager: bool = False) -> None:
+        """One ``aminmax`` reduction over ``labels``.  On the CPU the result is read at once and a bad label raises
+        :attr:`error` with the values found.  On a GPU, reading it would stall the host on every loss call, so the
+        check is a device-side assert (``torch._assert_async``) queued behind the reduction: a bad label still
+        stops the run, as a CUDA "device-side assert triggered" error at the next synchronisation, without the
+        values.  ``eager=True`` (callers that read results back anyway, such as the metrics) or
+        ``FASTGSL_LABEL_CHECK=eager`` reads the result on every device instead: a clear error, one sync per call.
+        Skipped while ``torch.compile`` traces (a data-dependent check cannot be part of the graph)."""
+        if labels.numel() == 0 or torch.compiler.is_compiling():
+            return
+        lo, hi = torch.aminmax(labels)
+        if labels.device.type != "cpu" and not eager and os.environ.get("FASTGSL_LABEL_CHECK", "auto") != "eager":
+            torch._assert_async((lo >= 0) & (hi < self.num_labels),
+                                f"fastgsl: {self.name} must lie in [0, {self.num_labels}){self.context}")
+            return
+        lo, hi = int(lo), int(hi)
+        if lo < 0 or hi >= self.num_labels:
+            raise self.error(f"{self.name} must lie in [0, {self.num_labels}){self.context}; "
+                             f"found values in [{lo}, {hi}]")
+
+
 def check_label_range(name: str, labels: torch.Tensor, num_labels: int, context: str = "", *,
                       eager: bool = False, error: type[Exception] = ValueError) -> None:
-    """Every value of ``labels`` lies in ``[0, num_labels)``.
-
-    One ``aminmax`` reduction.  On the CPU the result is read at once and a bad label raises ``ValueError`` with
-    the values found.  On a GPU, reading it would stall the host on every loss call, so the check is a
-    device-side assert (``torch._assert_async``) queued behind the reduction: a bad label still stops the run,
-    as a CUDA "device-side assert triggered" error at the next synchronisation, without the values.
-    ``eager=True`` (callers that read results back anyway, such as the metrics) or ``FASTGSL_LABEL_CHECK=eager``
-    reads the result on every device instead: a clear error, one sync per call.  ``error`` is the exception
-    class raised where the result is read (the MONAI drop-in raises ``RuntimeError``, as MONAI's ``one_hot`` does).
-    Skipped while ``torch.compile`` traces (a data-dependent check cannot be part of the graph)."""
-    if labels.numel() == 0 or torch.compiler.is_compiling():
-        return
-    lo, hi = torch.aminmax(labels)
-    if labels.device.type != "cpu" and not eager and os.environ.get("FASTGSL_LABEL_CHECK", "auto") != "eager":
-        torch._assert_async((lo >= 0) & (hi < num_labels),
-                            f"fastgsl: {name} must lie in [0, {num_labels}){context}")
-        return
-    lo, hi = int(lo), int(hi)
-    if lo < 0 or hi >= num_labels:
-        raise error(f"{name} must lie in [0, {num_labels}){context}; found values in [{lo}, {hi}]")
+    """Every value of ``labels`` lies in ``[0, num_labels)``: :meth:`LabelRange.check` of that rule."""
+    LabelRange(name, num_labels, context, error).check(labels, eager=eager)
 
 
 def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
@@ -86,5 +111,5 @@ def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
     return sp
 
 
-__all__ = ["check_choice", "check_positive_int", "check_tensor", "check_integer_labels", "check_label_range",
-           "check_spacing"]
+__all__ = ["check_choice", "check_positive_int", "check_tensor", "check_integer_labels", "LabelRange",
+           "check_label_range", "check_spacing"]

@@ -44,7 +44,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 constexpr int kLanes = 16;           // accumulation lanes: lane l sums voxels l, l + 16, l + 32, ... of a block
 constexpr long long kBlock = 4096;   // voxels per reduction block (a multiple of L)
 inline float bits_to_float(uint32_t u) {
@@ -178,21 +178,25 @@ const char* fastgsl_stats_layout() { return FASTGSL_STATS_LAYOUT; }
 // Statistics pass.  z: logits (B, C, N) of dtype zk; t: float32 target (B, C, N) or labels (B, N) of dtype tk;
 // d, dp: float32 (B, C, N) DTM / predicted DTM (dp may be null; d may be null when no DTM stat is needed);
 // out: float32 (B, C, NK), written entirely (stats outside `need` are 0).  isa: 0 (best available), 1 (baseline),
-// 2 (AVX2) or 3 (AVX-512), for tests.  Returns 0, 1 (a thread failed or out of memory) or 2 (bad arguments).
+// 2 (AVX2) or 3 (AVX-512), for tests.  outside (may be null): with integer labels, set to 1 if some label matches no
+// channel (lies outside [offset, offset + C)), else 0, so that the caller's range check needs no pass of its own.
+// Returns 0, 1 (a thread failed or out of memory) or 2 (bad arguments).
 int fastgsl_stats_forward(const void* z, int zk, const void* t, int tk, const float* d, const float* dp, float* out,
                           long long B, long long C, long long N, int act, int need, long long offset, int nthreads,
-                          int isa) {
+                          int isa, int* outside) {
     isa = pick_isa(isa);
     if (!valid_codes(zk, tk, act, B, C, N) || !isa) return 2;
     std::memset(out, 0, sizeof(float) * (size_t)(B * C * NK));
     if (N == 0 || B == 0) return 0;  // before the pointer checks: empty tensors may have null data
     if (!z || !t || (!d && (need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS))))) return 2;
     Args a{z, t, d, dp, B, C, N, offset, need};
+    if (outside) *outside = 0;
+    if (tk == T_F32) outside = nullptr;
 #ifdef FASTGSL_STATS_HAVE_X86
-    if (isa == 3) return isa_avx512::forward(a, zk, tk, act, out, nthreads);
-    if (isa == 2) return isa_avx2::forward(a, zk, tk, act, out, nthreads);
+    if (isa == 3) return isa_avx512::forward(a, zk, tk, act, out, outside, nthreads);
+    if (isa == 2) return isa_avx2::forward(a, zk, tk, act, out, outside, nthreads);
 #endif
-    return isa_base::forward(a, zk, tk, act, out, nthreads);
+    return isa_base::forward(a, zk, tk, act, out, outside, nthreads);
 }
 
 // Gradient pass.  gs: float32 dL/dS (B, C, NK); grad: (B, C, N) in the logits' dtype, written entirely.
@@ -454,7 +458,8 @@ FASTGSL_VINLINE vf softplus_neg_abs(vf z) {
 }
 
 template <int ZK, int TK, int ACT>
-void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbpb, double* partials) {
+void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbpb, double* partials,
+                    int* outside) {
     const long long C = a.C, N = a.N;
     const int need = a.need;
     const bool want_ce = need & (1 << S_CE);
@@ -463,6 +468,7 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
     for (long long blk = blk0; blk < blk1; ++blk) {
         const long long b = blk / nbpb, i0 = (blk % nbpb) * kBlock, i1 = std::min(N, i0 + kBlock);
         for (long long j = 0; j < kBanks * C * NK; ++j) s.acc[j] = vf{};
+        vi miss = vi{};  // the OR of the valid lanes' class indices: negative iff some label matched no channel
         for (long long i = i0; i < i1; i += L) {
             const int n = (int)std::min<long long>(L, i1 - i);
             vf valid = splat(1.0f);
@@ -474,7 +480,10 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
             prefetch_ahead<ZK, TK>(a, b, i, want_d);
             activate<ZK, ACT>(a, b, i, n, s, want_ce);
             vi cls = vi{};
-            if (TK != T_F32) cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
+            if (TK != T_F32) {
+                cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
+                miss |= n == L ? cls : cls & (vi)(valid != 0.0f);  // padding lanes are -1 too
+            }
             for (long long c = 0; c < C; ++c) {
                 const long long off = (b * C + c) * N + i;
                 vf* acc = &s.acc[(((i - i0) / L) % kBanks * C + c) * NK];
@@ -526,6 +535,12 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
                 for (int l = 0; l < L; ++l) v += (double)lanes[l];
             }
             out[j] = v;
+        }
+        if (TK != T_F32) {
+            int32_t lanes[L], any = 0;
+            std::memcpy(lanes, &miss, sizeof miss);
+            for (int l = 0; l < L; ++l) any |= lanes[l];
+            outside[blk] = any < 0;
         }
     }
 }
@@ -599,17 +614,22 @@ void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0,
 }
 
 template <class Fwd>
-int run_forward(const Args& a, float* out, int nthreads, Fwd fwd) {
+int run_forward(const Args& a, float* out, int* outside, int nthreads, Fwd fwd) {
     const long long nbpb = (a.N + kBlock - 1) / kBlock, nblocks = a.B * nbpb, CK = a.C * NK;
     std::vector<double> partials;
+    std::vector<int> block_outside;
     try {
         partials.assign((size_t)(nblocks * CK), 0.0);
+        block_outside.assign((size_t)nblocks, 0);
     } catch (...) {
         return 1;
     }
-    int rc = parallel_blocks(nblocks, nthreads,
-                             [&](long long b0, long long b1) { fwd(a, b0, b1, nbpb, partials.data()); });
+    int rc = parallel_blocks(nblocks, nthreads, [&](long long b0, long long b1) {
+        fwd(a, b0, b1, nbpb, partials.data(), block_outside.data());
+    });
     if (rc) return rc;
+    if (outside)
+        for (long long k = 0; k < nblocks; ++k) *outside |= block_outside[(size_t)k];
     for (long long b = 0; b < a.B; ++b) {
         for (long long j = 0; j < CK; ++j) {
             double v = 0.0;
@@ -621,19 +641,19 @@ int run_forward(const Args& a, float* out, int nthreads, Fwd fwd) {
 }
 
 template <int ZK, int TK>
-int forward_act(const Args& a, int act, float* out, int nthreads) {
-    if (act == ACT_SOFTMAX) return run_forward(a, out, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX>);
-    if (act == ACT_SIGMOID) return run_forward(a, out, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID>);
-    return run_forward(a, out, nthreads, forward_blocks<ZK, TK, ACT_NONE>);
+int forward_act(const Args& a, int act, float* out, int* lb, int nthreads) {
+    if (act == ACT_SOFTMAX) return run_forward(a, out, lb, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX>);
+    if (act == ACT_SIGMOID) return run_forward(a, out, lb, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID>);
+    return run_forward(a, out, lb, nthreads, forward_blocks<ZK, TK, ACT_NONE>);
 }
 
 template <int ZK>
-int forward_t(const Args& a, int tk, int act, float* out, int nthreads) {
+int forward_t(const Args& a, int tk, int act, float* out, int* lb, int nthreads) {
     switch (tk) {
-        case T_F32: return forward_act<ZK, T_F32>(a, act, out, nthreads);
-        case T_I64: return forward_act<ZK, T_I64>(a, act, out, nthreads);
-        case T_I32: return forward_act<ZK, T_I32>(a, act, out, nthreads);
-        case T_U8: return forward_act<ZK, T_U8>(a, act, out, nthreads);
+        case T_F32: return forward_act<ZK, T_F32>(a, act, out, lb, nthreads);
+        case T_I64: return forward_act<ZK, T_I64>(a, act, out, lb, nthreads);
+        case T_I32: return forward_act<ZK, T_I32>(a, act, out, lb, nthreads);
+        case T_U8: return forward_act<ZK, T_U8>(a, act, out, lb, nthreads);
     }
     return 2;
 }
@@ -664,11 +684,11 @@ int backward_t(const Args& a, int tk, int act, const float* gs, void* grad, int 
     return 2;
 }
 
-int forward(const Args& a, int zk, int tk, int act, float* out, int nthreads) {
+int forward(const Args& a, int zk, int tk, int act, float* out, int* lb, int nthreads) {
     switch (zk) {
-        case Z_F32: return forward_t<Z_F32>(a, tk, act, out, nthreads);
-        case Z_F16: return forward_t<Z_F16>(a, tk, act, out, nthreads);
-        case Z_BF16: return forward_t<Z_BF16>(a, tk, act, out, nthreads);
+        case Z_F32: return forward_t<Z_F32>(a, tk, act, out, lb, nthreads);
+        case Z_F16: return forward_t<Z_F16>(a, tk, act, out, lb, nthreads);
+        case Z_BF16: return forward_t<Z_BF16>(a, tk, act, out, lb, nthreads);
     }
     return 2;
 }

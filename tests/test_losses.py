@@ -389,24 +389,79 @@ def test_empty_inputs_get_a_clear_error(shape):
             loss(logits, labels)
 
 
-def test_labels_are_checked_once_per_forward(monkeypatch):
-    """The loss checks the label range once; the on-the-fly DTM trusts it (one reduction, one host read)."""
-    import fastgsl.dtm
-    import fastgsl.losses._base as base
+def test_labels_are_checked_once_per_forward(monkeypatch, seen):
+    """The statistics pass checks the label range as it reads the labels: no reduction of its own, and the
+    on-the-fly DTM trusts it.  The public DTM function still checks its labels itself."""
+    import fastgsl.validation as validation
     calls = []
-    real = base.check_label_range
+    real = validation.LabelRange.check
 
-    def counting(*a, **k):
-        calls.append(a[0])
-        return real(*a, **k)
+    def counting(self, *a, **k):
+        calls.append(self.name)
+        return real(self, *a, **k)
 
-    monkeypatch.setattr(base, "check_label_range", counting)
-    monkeypatch.setattr(fastgsl.dtm, "check_label_range", counting)
+    monkeypatch.setattr(validation.LabelRange, "check", counting)
     logits, labels = make((2, 3, 9, 7, 5))
     CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(), 0.5)(logits, labels)
+    assert seen.all("voxel_stats") == ["native"] and seen.all("label_check") == ["fused"]
+    assert calls == []
+    labels_to_dtm(labels, 3)
     assert calls == ["labels"]
-    fastgsl.dtm.labels_to_dtm(labels, 3)  # the public DTM function does check them itself
-    assert calls == ["labels", "labels"]
+
+
+def _bad_label_cases(shape):
+    """(labels, value placed) with one bad label in several places: the last voxel (a partial group of the vector
+    pass), the first voxel of the second item, and a value beyond 32 bits."""
+    B, C, *sp = shape
+    _, labels = make(shape)
+    cases = []
+    for flat, value in ((labels.numel() - 1, C), (labels[0].numel(), -1), (labels.numel() // 3, 2 ** 40 + 1)):
+        bad = labels.clone()
+        bad.view(-1)[flat] = value
+        cases.append((bad, value))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 7, 5), (2, 5, 17, 19)])
+def test_fused_label_check_rejects_every_bad_label(shape, dtype, seen):
+    """One label outside [0, C) anywhere, of any integer dtype, raises the same error as a reduction would, from the
+    statistics pass's own test (no ``aminmax``), for the forward alone and for a composite with an on-the-fly DTM."""
+    C = shape[1]
+    logits, _ = make(shape)
+    for bad, value in _bad_label_cases(shape):
+        if dtype == torch.uint8 and value < 0:
+            continue  # uint8 holds no negative label; 255 below stands for a too-large one
+        if dtype != torch.int64 and abs(value) > 2 ** 15:
+            value = 255 if dtype == torch.uint8 else C + 100
+            bad = bad.clamp(0, C - 1)
+            bad.view(-1)[-1] = value
+        bad = bad.to(dtype)
+        lo, hi = min(int(bad.min()), 0), max(int(bad.max()), C - 1)
+        for loss in (DiceCELoss(), CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(), 0.5)):
+            with pytest.raises(ValueError, match=rf"must lie in \[0, {C}\).*found values in \[{lo}, {hi}\]"):
+                loss(logits, bad)
+            assert seen.last("label_check") == "fused"
+    good = make(shape)[1].to(dtype)
+    assert torch.isfinite(DiceCELoss()(logits, good))  # the same pass lets valid labels through
+
+
+def test_label_check_without_the_fused_pass(monkeypatch, seen):
+    """Where the pass cannot test the rule (one sigmoid channel: labels 0 and 1 are valid but only 1 is a channel) or
+    the PyTorch passes run, the range is checked by a reduction, with the same error."""
+    logits = make((2, 1, 9, 7, 5))[0]
+    binary = (make((2, 3, 9, 7, 5))[1] > 0).long()
+    assert binary.max() == 1
+    loss = DiceLoss(activation="sigmoid")
+    assert torch.isfinite(loss(logits, binary)) and seen.last("label_check") == "aminmax"
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\).*found values in \[0, 2\]"):
+        loss(logits, binary * 2)
+    logits, labels = make((2, 3, 9, 7, 5))
+    monkeypatch.setenv("FASTGSL_NATIVE_STATS", "0")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\).*found values in \[1, 3\]"):
+        DiceCELoss()(logits, labels + 1)
+    assert seen.last("label_check") == "aminmax"
+    assert torch.isfinite(DiceCELoss()(logits, labels)) and seen.last("voxel_stats") == "torch"
 
 
 @pytest.mark.gpu

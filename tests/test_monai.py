@@ -342,6 +342,24 @@ def test_loss_specific_errors_match_monai():
         FL.DiceLoss(softmax=True, to_onehot_y=True)(x, y + 1)
 
 
+@pytest.mark.parametrize("name", ["DiceLoss", "DiceCELoss", "GeneralizedDiceLoss", "HausdorffDTLoss"])
+def test_onehot_label_range_is_checked_by_the_pass(name, seen):
+    """With ``to_onehot_y`` each drop-in's statistics pass tests the labels as it reads them (no reduction of its
+    own): a label outside [0, C), anywhere, raises MONAI's RuntimeError with the values; valid labels pass."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 9, 7, 5, generator=g)
+    y = torch.randint(0, 3, (2, 1, 9, 7, 5), generator=g)
+    loss = getattr(FL, name)(softmax=True, to_onehot_y=True)
+    assert torch.isfinite(loss(x, y)) and seen.all("label_check") == ["fused"]
+    for flat, value in ((y.numel() - 1, 3), (y[0].numel(), -1)):
+        bad = y.clone()
+        bad.view(-1)[flat] = value
+        with pytest.raises(RuntimeError, match=rf"to_onehot_y: target labels must lie in \[0, 3\).*\[{min(value, 0)}, "
+                                               rf"{max(value, 2)}\]"):
+            loss(x, bad)
+        assert seen.last("label_check") == "fused"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # fallbacks: announced once, and the number is MONAI's
 

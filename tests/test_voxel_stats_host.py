@@ -218,7 +218,8 @@ def test_bit_identical_across_threads_and_runs():
 
 
 def _has_isa(isa: int) -> bool:
-    return LIB.fastgsl_stats_forward(0, 0, 0, 0, None, None, torch.empty(1).data_ptr(), 0, 1, 0, 0, 0, 0, 1, isa) == 0
+    return LIB.fastgsl_stats_forward(0, 0, 0, 0, None, None, torch.empty(1).data_ptr(), 0, 1, 0, 0, 0, 0, 1, isa,
+                                     None) == 0
 
 
 @pytest.mark.parametrize("isa", [2, 3], ids=["avx2", "avx512"])
@@ -235,6 +236,27 @@ def test_bit_identical_across_isas(isa, act, target_kind, sp):
     outs = [(vs._forward_native(LIB, z, t, d, dp, spec, i), vs._backward_native(LIB, w, z, t, d, dp, spec, i))
             for i in (1, isa)]
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+@pytest.mark.parametrize("isa", [1, 2, 3], ids=["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("tdtype", [torch.int64, torch.int32, torch.uint8])
+def test_every_isa_flags_a_label_of_no_channel(isa, tdtype):
+    """The forward pass's label test, in each build: one label matching no channel, in a full group or in the
+    partial last one, sets the flag (and the rule's error is raised); valid labels do not, and leave the sums as a
+    pass without the test computes them."""
+    from fastgsl.validation import LabelRange
+    if not _has_isa(isa):
+        pytest.skip(f"this CPU / build has no {'AVX2' if isa == 2 else 'AVX-512'} variant")
+    z, t, d, dp, spec = make_case(2, 3, (23, 29, 17), "softmax", "labels", True, seed=12)
+    t = t.to(tdtype)
+    rule = LabelRange("labels", 3)
+    ref = vs._forward_native(LIB, z, t, d, dp, spec, isa)
+    assert torch.equal(vs._forward_native(LIB, z, t, d, dp, spec, isa, labels=rule), ref)
+    for flat in (5, t.numel() - 1, t[0].numel() + 16 * 7):
+        bad = t.clone()
+        bad.view(-1)[flat] = 3
+        with pytest.raises(ValueError, match=r"found values in \[0, 3\]"):
+            vs._forward_native(LIB, z, bad, d, dp, spec, isa, labels=rule)
 
 
 def test_isa_codes():

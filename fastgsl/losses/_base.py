@@ -15,7 +15,7 @@ from torch import nn
 from fastgsl import dtm as _dtm
 from fastgsl.ops import voxel_stats as vs
 from fastgsl.ops.voxel_stats.function import check_tensors, run_voxel_stats
-from fastgsl.validation import check_choice, check_label_range, check_spacing, check_tensor
+from fastgsl.validation import LabelRange, check_choice, check_spacing, check_tensor
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -23,13 +23,16 @@ REDUCTIONS = ("mean", "sum", "none")
 @dataclass
 class Inputs:
     """Validated loss inputs: ``target`` is integer labels ``(B, *sp)`` or a float ``(B, C, *sp)`` tensor, ``dtm``
-    the given ground-truth DTM (detached) or None."""
+    the given ground-truth DTM (detached) or None.  ``labels``: the range integer labels must lie in, not checked
+    yet: the statistics pass checks it as it reads them (:func:`shared_stats`); a path that reads the labels
+    otherwise calls ``labels.check`` first."""
 
     logits: torch.Tensor
     target: torch.Tensor
     dtm: torch.Tensor | None
     label_offset: int
     spatial_dims: int
+    labels: LabelRange | None
 
     @property
     def num_voxels(self) -> int:
@@ -44,8 +47,9 @@ def check_inputs(logits, target, activation: str, dtm=None) -> Inputs:
     """Validate ``(logits, target, dtm)`` once and bring the target to its canonical form.
 
     The loss-level rules live here (2 or 3 spatial dimensions, a non-empty batch, softmax over more than one
-    channel, label values); the tensor rules every caller of the op shares (dtypes, shapes, devices) are
-    ``fastgsl.ops.voxel_stats.function.check_tensors``.  ``activation`` was validated by the loss's constructor.
+    channel, the range of label values, which the statistics pass checks as it reads them); the tensor rules
+    every caller of the op shares (dtypes, shapes, devices) are ``fastgsl.ops.voxel_stats.function.check_tensors``.
+    ``activation`` was validated by the loss's constructor.
     """
     check_tensor("logits", logits)
     check_tensor("target", target)
@@ -68,14 +72,15 @@ def check_inputs(logits, target, activation: str, dtm=None) -> Inputs:
     check_tensors(logits, target, dtm)
     if dtm is not None:
         dtm = dtm.detach()
+    labels = None
     if not target.dtype.is_floating_point:
-        check_label_range("labels", target, C + label_offset,
-                          f" for {C} channels with activation={activation!r}")
-    return Inputs(logits, target, dtm, label_offset, logits.ndim - 2)
+        labels = LabelRange("labels", C + label_offset, f" for {C} channels with activation={activation!r}")
+    return Inputs(logits, target, dtm, label_offset, logits.ndim - 2, labels)
 
 
 def target_dtm(x: Inputs, spacing, convention: str) -> torch.Tensor:
-    """DTM of every target channel, computed on the fly on the logits' device (labels already checked)."""
+    """DTM of every target channel, computed on the fly on the logits' device.  Labels outside the range only
+    match no class here; the statistics pass that follows rejects them."""
     sp = check_spacing(spacing, x.spatial_dims)
     if x.is_labels:
         if x.label_offset:
@@ -183,4 +188,4 @@ def shared_stats(x: Inputs, spec: vs.StatSpec, losses) -> torch.Tensor:
         for loss in losses:
             if dp is None and vs.HAUS in loss.needs:
                 dp = loss.prediction_dtm(x)
-    return run_voxel_stats(x.logits, x.target, d, dp, spec)
+    return run_voxel_stats(x.logits, x.target, d, dp, spec, x.labels)

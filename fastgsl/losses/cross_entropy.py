@@ -49,6 +49,8 @@ class CrossEntropyLoss(StatsLoss):
         if self.reduction != "none":
             return super().forward(logits, target, dtm)
         x = check_inputs(logits, target, self.activation)
+        if x.labels is not None:
+            x.labels.check(x.target)  # no statistics pass here to find the labels' range
         C = logits.shape[1]
         first = self.first_channel(C)
         if x.is_labels and x.label_offset:

@@ -5,15 +5,16 @@ of the activated prediction ``P = act(x)`` and the target ``T`` (integer labels 
 ``(B, C, *spatial)`` tensor); indices ``I = sum PT``, ``SP = sum P``, ``SP2 = sum P^2``, ``ST = sum T``,
 ``ST2 = sum T^2``, ``CE`` (softmax: ``-sum T log P``; sigmoid: binary cross-entropy with logits) and
 ``HAUS = sum (T - P)^2 (D^2 + Dp^2)``.  The gradient pass recomputes ``P`` from ``x``: nothing of the input's size
-is kept for backward.
+is kept for backward.  ``labels`` (a ``fastgsl.validation.LabelRange``): the range a label map must lie in, which
+the pass checks as it reads it.
 """
 from __future__ import annotations
 
 from fastgsl.ops.voxel_stats import CE, HAUS, I, SP, SP2, ST, ST2, StatSpec, voxel_stats
 
 
-def stats(x, target, act: str, needs, dtm=None, dtm_pred=None):
-    return voxel_stats(x, target, dtm, dtm_pred, spec=StatSpec(act, frozenset(needs)))
+def stats(x, target, act: str, needs, dtm=None, dtm_pred=None, labels=None):
+    return voxel_stats(x, target, dtm, dtm_pred, spec=StatSpec(act, frozenset(needs)), labels=labels)
 
 
 __all__ = ["stats", "I", "SP", "SP2", "ST", "ST2", "CE", "HAUS"]

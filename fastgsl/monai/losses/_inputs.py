@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-from fastgsl.validation import check_label_range
+from fastgsl.validation import LabelRange
 
 
 @dataclass
 class Prepared:
     """One loss call's inputs: ``x`` is what the pass activates with ``act``; ``target`` is an int64 label map
-    ``(B, *spatial)`` or a float ``(B, C, *spatial)`` tensor; channels ``first:`` count."""
+    ``(B, *spatial)`` or a float ``(B, C, *spatial)`` tensor; channels ``first:`` count.  ``labels``: the range a
+    label map must lie in, for the loss's first statistics pass to check as it reads the labels."""
 
     x: torch.Tensor
     act: str
@@ -28,6 +29,7 @@ class Prepared:
     first: int
     #: dtype of the target as MONAI holds it after ``to_onehot_y`` (its one-hot tensors are float32)
     target_dtype: torch.dtype = torch.float32
+    labels: LabelRange | None = None
 
     @property
     def is_labels(self) -> bool:
@@ -69,7 +71,7 @@ def prepare(loss, input: torch.Tensor, target: torch.Tensor, shape_message: str 
                          f"{tuple(input.shape)}")
     x, act = activation(loss, input)
     C = input.shape[1]
-    labels = None
+    labels = rule = None
     if loss.to_onehot_y:
         if C == 1:
             warnings.warn("single channel prediction, `to_onehot_y=True` ignored.", stacklevel=3)
@@ -77,9 +79,10 @@ def prepare(loss, input: torch.Tensor, target: torch.Tensor, shape_message: str 
             if target.ndim < 2 or target.shape[1] != 1:
                 raise AssertionError("labels should have a channel with length equal to one.")
             labels = target[:, 0].long()  # MONAI's one_hot casts with .long() too
-            # on a GPU a device-side assert, so that a training step does not wait on the host
-            check_label_range("to_onehot_y: target labels", labels, C, f" for {C} input channels",
-                              error=RuntimeError)
+            # checked by the statistics pass as it reads the labels (on a GPU a device-side assert), so that a step
+            # neither waits on the host nor reads the labels twice; a call whose shapes are also wrong therefore
+            # raises the shape error, where MONAI's one_hot would raise first
+            rule = LabelRange("to_onehot_y: target labels", C, f" for {C} input channels", RuntimeError)
     first = 0
     if not loss.include_background:
         if C == 1:
@@ -101,7 +104,7 @@ def prepare(loss, input: torch.Tensor, target: torch.Tensor, shape_message: str 
         t, t_dtype = target, target.dtype
     else:
         t, t_dtype = target.to(input.dtype), target.dtype  # an integer or bool one-hot tensor: values, not labels
-    return Prepared(x, act, t, first, t_dtype)
+    return Prepared(x, act, t, first, t_dtype, rule)
 
 
 def binary_target(p: Prepared) -> bool:

@@ -77,7 +77,7 @@ class DiceLoss(_monai_dice.DiceLoss):
             fall_back("DiceLoss", reason)
             return super().forward(input, target)
         answered()
-        f = self.from_stats(st.stats(p.x, p.target, p.act, self.needs()), p.first)
+        f = self.from_stats(st.stats(p.x, p.target, p.act, self.needs(), labels=p.labels), p.first)
         return reduce(f, self.reduction, p.spatial_dims)
 
 
@@ -101,7 +101,7 @@ class GeneralizedDiceLoss(_monai_dice.GeneralizedDiceLoss):
             fall_back("GeneralizedDiceLoss", "soft_label=True with a non-binary target or a prediction outside [0, 1]")
             return super().forward(input, target)
         answered()
-        s = st.stats(p.x, p.target, p.act, {st.I, st.SP, st.ST})[:, p.first:]
+        s = st.stats(p.x, p.target, p.act, {st.I, st.SP, st.ST}, labels=p.labels)[:, p.first:]
         if self.batch:
             s = s.sum(0)
         tp, o_p, o_t = s[..., st.I], s[..., st.SP], s[..., st.ST]

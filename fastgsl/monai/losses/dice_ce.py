@@ -66,9 +66,10 @@ class DiceCELoss(_monai_dice.DiceCELoss):
         pos_weight = self.binary_cross_entropy.pos_weight if C == 1 else None
         ce_needs = set() if pos_weight is not None else {st.CE, st.ST}
         if p.act == ce_act and p.x is input:
-            s_dice = s_ce = st.stats(input, p.target, ce_act, self.dice.needs() | ce_needs)
+            s_dice = s_ce = st.stats(input, p.target, ce_act, self.dice.needs() | ce_needs,
+                                     labels=p.labels)
         else:
-            s_dice = st.stats(p.x, p.target, p.act, self.dice.needs())
+            s_dice = st.stats(p.x, p.target, p.act, self.dice.needs(), labels=p.labels)
             s_ce = st.stats(input, p.target, ce_act, ce_needs) if ce_needs else None
         f = self.dice.from_stats(s_dice, p.first)
         dice = f.mean() if reduction == "mean" else f.sum()

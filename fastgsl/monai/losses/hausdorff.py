@@ -74,7 +74,8 @@ class HausdorffDTLoss(_monai_hd.HausdorffDTLoss):
                                "subtracts the target from the input); pass a float one-hot target")
         answered()
         d, dp = _distance_maps(p, input, float(self.alpha))
-        s = st.stats(p.x, p.target, p.act, {st.HAUS}, dtm=d, dtm_pred=dp)[:, p.first:, st.HAUS]
+        s = st.stats(p.x, p.target, p.act, {st.HAUS}, dtm=d, dtm_pred=dp, labels=p.labels)
+        s = s[:, p.first:, st.HAUS]
         n = p.num_voxels
         f = s.sum(0, keepdim=True) / (n * s.shape[0]) if self.batch else s / n
         return reduce(f, self.reduction, p.spatial_dims)

@@ -3,8 +3,9 @@
 ``voxel_stats(logits, target, dtm, dtm_pred, spec=...)`` is the one entry point every loss calls.  It checks the
 tensors once (shapes, dtypes, devices, and that a DTM is given when a DTM stat is asked for), then runs both
 passes on the Triton kernels (``triton_passes.py``) or on the host engines (``host.py``), as
-``fastgsl.backend`` decides.  Label *values* are the caller's to check (a reduction and a host read), which the
-losses do once per call.
+``fastgsl.backend`` decides.  Label *values* follow the rule the caller passes (``labels``, a
+:class:`fastgsl.validation.LabelRange`): the host C++ pass checks it on the bounds it finds while reading the
+labels, every other path with a reduction of its own before the pass.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fastgsl import observe
 from fastgsl.ops.voxel_stats.host import backward_host, forward_host
 from fastgsl.ops.voxel_stats.layout import DTM_STATS, HAUS
 from fastgsl.ops.voxel_stats.spec import StatSpec
+from fastgsl.validation import LabelRange
 
 
 def _registered_ops():
@@ -38,14 +40,14 @@ class VoxelStatsFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, target, dtm, dtm_pred, spec, use_triton=False, use_atomics=False):
+    def forward(ctx, logits, target, dtm, dtm_pred, spec, use_triton=False, use_atomics=False, labels=None):
         ctx.spec = spec
         ctx.use_triton = use_triton
         ctx.save_for_backward(logits, target, dtm, dtm_pred)
         if use_triton:
             return torch.ops.fastgsl.voxel_stats_fwd(logits, target, dtm, dtm_pred, spec.mask, spec.activation,
                                                      spec.label_offset, use_atomics)
-        return forward_host(logits, target, dtm, dtm_pred, spec)
+        return forward_host(logits, target, dtm, dtm_pred, spec, labels)
 
     @staticmethod
     def backward(ctx, grad_stats):
@@ -56,7 +58,7 @@ class VoxelStatsFunction(torch.autograd.Function):
                                                      spec.mask, spec.activation, spec.label_offset)
         else:
             grad = backward_host(grad_stats.contiguous(), logits, target, dtm, dtm_pred, spec)
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
 def check_tensors(logits, target, dtm=None, dtm_pred=None):
@@ -99,7 +101,8 @@ def check_tensors(logits, target, dtm=None, dtm_pred=None):
             raise ValueError(f"{name} is on {d.device} but logits are on {logits.device}")
 
 
-def voxel_stats(logits, target, dtm=None, dtm_pred=None, *, spec: StatSpec) -> torch.Tensor:
+def voxel_stats(logits, target, dtm=None, dtm_pred=None, *, spec: StatSpec,
+                labels: LabelRange | None = None) -> torch.Tensor:
     """Differentiable ``(B, C, K)`` voxel statistics (``layout.py`` defines them).
 
     Args:
@@ -110,6 +113,10 @@ def voxel_stats(logits, target, dtm=None, dtm_pred=None, *, spec: StatSpec) -> t
             otherwise.
         dtm_pred: ``(B, C, *spatial)`` DTM of the thresholded prediction, read only by ``HAUS`` (two-sided).
         spec: the stats, activation and label offset (:class:`StatSpec`).
+        labels: the range integer labels must lie in (:class:`fastgsl.validation.LabelRange`), checked before
+            anything is returned: on the host C++ pass from the bounds it finds as it reads the labels (no pass of
+            its own), elsewhere by :meth:`LabelRange.check` (a reduction; a device-side assert on a GPU).  None:
+            the caller has checked them.
 
     Runs on the Triton kernels or the host path as ``fastgsl.backend`` decides (``FASTGSL_BACKEND``).  On the
     kernels the reduction is fixed-order unless ``FASTGSL_ATOMICS=1`` (see ``fastgsl.backend.atomics_enabled``).
@@ -121,17 +128,21 @@ def voxel_stats(logits, target, dtm=None, dtm_pred=None, *, spec: StatSpec) -> t
     elif HAUS not in spec.needs:
         dtm_pred = None  # only the two-sided Hausdorff stat reads it
     check_tensors(logits, target, dtm, dtm_pred)
-    return run_voxel_stats(logits, target, dtm, dtm_pred, spec)
+    return run_voxel_stats(logits, target, dtm, dtm_pred, spec, labels)
 
 
-def run_voxel_stats(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+def run_voxel_stats(logits, target, dtm, dtm_pred, spec: StatSpec, labels: LabelRange | None = None) -> torch.Tensor:
     """:func:`voxel_stats` on inputs that already passed :func:`check_tensors`, with the DTMs ``spec`` reads."""
     use_triton = _use_triton(logits)
     if use_triton:
         _registered_ops()
         observe.note("voxel_stats", "triton")
+        if labels is not None and not target.dtype.is_floating_point:
+            labels.check(target)  # a device-side assert: the kernels do not report the labels' range
+            observe.note("label_check", "aminmax")
+            labels = None
     return VoxelStatsFunction.apply(logits, target, dtm, dtm_pred, spec, use_triton,
-                                    use_triton and _backend.atomics_enabled())
+                                    use_triton and _backend.atomics_enabled(), labels)
 
 
 __all__ = ["voxel_stats", "run_voxel_stats", "check_tensors", "VoxelStatsFunction"]

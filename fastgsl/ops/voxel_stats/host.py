@@ -25,6 +25,7 @@ from fastgsl.kernels import manifest
 from fastgsl.ops.voxel_stats.layout import (ACT_CODE, CE, D2, DP, DTM_STATS, HAUS, I, K, LAYOUT_SIGNATURE,
                                             LOGIT_DTYPES, P_STATS, SP, SP2, ST, ST2, SURF, TARGET_DTYPES, mask_of)
 from fastgsl.ops.voxel_stats.spec import StatSpec
+from fastgsl.validation import LabelRange
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp64 stays fp64 (for gradcheck); every other float type is upcast to fp32 for the arithmetic."""
@@ -179,7 +180,7 @@ def _backward_chunked(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec)
 # The C++ passes.
 # --------------------------------------------------------------------------------------------------------------
 
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _Z_CODE = {getattr(torch, name): code for code, name in enumerate(LOGIT_DTYPES)}
 _T_CODE = {getattr(torch, name): code for code, name in enumerate(TARGET_DTYPES)}
 _NEEDS_DTM = mask_of(DTM_STATS)
@@ -196,7 +197,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     if lib.fastgsl_stats_layout().decode() != LAYOUT_SIGNATURE:
         raise OSError("host statistics library was built with another stats layout (regenerate "
                       "kernels/voxel_stats_layout.h: python -m fastgsl.ops.voxel_stats.layout)")
-    lib.fastgsl_stats_forward.argtypes = [vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32]
+    lib.fastgsl_stats_forward.argtypes = [vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32, vp]
     lib.fastgsl_stats_forward.restype = i32
     lib.fastgsl_stats_backward.argtypes = [vp, vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32]
     lib.fastgsl_stats_backward.restype = i32
@@ -253,7 +254,13 @@ def _ptr(x):
     return None if x is None else x.data_ptr()
 
 
-def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0):
+def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0, labels: LabelRange | None = None):
+    """The C++ statistics pass, or None where the inputs need the PyTorch one.
+
+    With integer labels and a ``labels`` rule that allows exactly the labels of the channels (``[0, C)``, no label
+    offset), the pass flags any label that matches no channel; a flag raises the rule's error (whose values one
+    ``aminmax`` then finds) before the sums are returned.  Any other rule is checked by :meth:`LabelRange.check`
+    first."""
     prepared = _native_inputs(logits, target, dtm, dtm_pred, spec.mask)
     if prepared is None:
         return None
@@ -263,13 +270,25 @@ def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0):
     out = torch.zeros(B, C, K, dtype=torch.float32)
     if B * n == 0:  # empty tensors may have null data pointers
         return out
+    fused = labels is not None and not t.dtype.is_floating_point
+    if fused and (spec.label_offset or labels.num_labels != C):
+        labels.check(target)
+        observe.note("label_check", "aminmax")
+        fused = False
+    elif fused:
+        observe.note("label_check", "fused")
+    outside = ctypes.c_int(0)
     rc = lib.fastgsl_stats_forward(z.data_ptr(), _Z_CODE[z.dtype], t.data_ptr(), _T_CODE[t.dtype], _ptr(d), _ptr(dp),
                                    out.data_ptr(), B, C, n, ACT_CODE[spec.activation], spec.mask, spec.label_offset,
-                                   max(1, torch.get_num_threads()), isa)
+                                   max(1, torch.get_num_threads()), isa, ctypes.byref(outside) if fused else None)
     if rc == 1:
         raise MemoryError("fastgsl: the host statistics pass ran out of memory or could not start a thread")
     if rc:
         raise RuntimeError(f"fastgsl: the host statistics pass rejected its arguments (code {rc})")
+    if outside.value:
+        labels.check(target)
+        raise RuntimeError(f"fastgsl: the host statistics pass flagged a label outside [0, {C}) that aminmax "
+                           "does not see")
     return out
 
 
@@ -295,20 +314,26 @@ def _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec, isa: 
     return grad.reshape(logits.shape)
 
 
-def forward_host(logits, target, dtm, dtm_pred, spec: StatSpec) -> torch.Tensor:
+def forward_host(logits, target, dtm, dtm_pred, spec: StatSpec, labels: LabelRange | None = None) -> torch.Tensor:
     """Statistics pass on the host: returns ``(B, C, K)`` sums in fp32 (fp64 for fp64 logits).
 
     Reads logits ``(B, C, *sp)``, target (integer labels ``(B, *sp)`` or float ``(B, C, *sp)``), and the DTMs
     when a DTM stat is needed.  Runs the C++ pass when the library is available and the inputs are supported,
     else :func:`_forward_chunked`; both sum in a fixed order, so the result is bit-reproducible (the C++ pass
-    also for any thread count).
+    also for any thread count).  ``labels``: the rule integer labels must follow, checked before anything is
+    returned; the C++ pass tests each label as it reads it where the rule allows exactly the channels' labels
+    (reported to :mod:`fastgsl.observe` as ``label_check``: ``"fused"``); otherwise :meth:`LabelRange.check` runs
+    first (``"aminmax"``).
     """
     lib = native_library() if logits.dtype != torch.float64 else None
     if lib is not None:
-        out = _forward_native(lib, logits, target, dtm, dtm_pred, spec)
+        out = _forward_native(lib, logits, target, dtm, dtm_pred, spec, labels=labels)
         if out is not None:
             observe.note("voxel_stats", "native")
             return out
+    if labels is not None and not target.dtype.is_floating_point:
+        labels.check(target)
+        observe.note("label_check", "aminmax")
     observe.note("voxel_stats", "torch")
     return _forward_chunked(logits, target, dtm, dtm_pred, spec)
 
