@@ -641,19 +641,19 @@ int run_forward(const Args& a, float* out, int* outside, int nthreads, Fwd fwd) 
 }
 
 template <int ZK, int TK>
-int forward_act(const Args& a, int act, float* out, int* lb, int nthreads) {
-    if (act == ACT_SOFTMAX) return run_forward(a, out, lb, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX>);
-    if (act == ACT_SIGMOID) return run_forward(a, out, lb, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID>);
-    return run_forward(a, out, lb, nthreads, forward_blocks<ZK, TK, ACT_NONE>);
+int forward_act(const Args& a, int act, float* out, int* outside, int nthreads) {
+    if (act == ACT_SOFTMAX) return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX>);
+    if (act == ACT_SIGMOID) return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID>);
+    return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_NONE>);
 }
 
 template <int ZK>
-int forward_t(const Args& a, int tk, int act, float* out, int* lb, int nthreads) {
+int forward_t(const Args& a, int tk, int act, float* out, int* outside, int nthreads) {
     switch (tk) {
-        case T_F32: return forward_act<ZK, T_F32>(a, act, out, lb, nthreads);
-        case T_I64: return forward_act<ZK, T_I64>(a, act, out, lb, nthreads);
-        case T_I32: return forward_act<ZK, T_I32>(a, act, out, lb, nthreads);
-        case T_U8: return forward_act<ZK, T_U8>(a, act, out, lb, nthreads);
+        case T_F32: return forward_act<ZK, T_F32>(a, act, out, outside, nthreads);
+        case T_I64: return forward_act<ZK, T_I64>(a, act, out, outside, nthreads);
+        case T_I32: return forward_act<ZK, T_I32>(a, act, out, outside, nthreads);
+        case T_U8: return forward_act<ZK, T_U8>(a, act, out, outside, nthreads);
     }
     return 2;
 }
@@ -684,11 +684,11 @@ int backward_t(const Args& a, int tk, int act, const float* gs, void* grad, int 
     return 2;
 }
 
-int forward(const Args& a, int zk, int tk, int act, float* out, int* lb, int nthreads) {
+int forward(const Args& a, int zk, int tk, int act, float* out, int* outside, int nthreads) {
     switch (zk) {
-        case Z_F32: return forward_t<Z_F32>(a, tk, act, out, lb, nthreads);
-        case Z_F16: return forward_t<Z_F16>(a, tk, act, out, lb, nthreads);
-        case Z_BF16: return forward_t<Z_BF16>(a, tk, act, out, lb, nthreads);
+        case Z_F32: return forward_t<Z_F32>(a, tk, act, out, outside, nthreads);
+        case Z_F16: return forward_t<Z_F16>(a, tk, act, out, outside, nthreads);
+        case Z_BF16: return forward_t<Z_BF16>(a, tk, act, out, outside, nthreads);
     }
     return 2;
 }
