@@ -49,8 +49,8 @@ class LabelRange:
 
     A caller that hands its labels to an op which reads them anyway passes the rule along instead of checking it
     first: the host statistics pass (``fastgsl.ops.voxel_stats``) tests every label as it reads it, so the check
-    costs no pass of its own (and :meth:`check` runs only to word the error); every other path calls
-    :meth:`check`.
+    costs no pass of its own (one ``aminmax`` runs only to word the error, :meth:`raise_outside`); every other path
+    calls :meth:`check`.
 
     Args:
         name: what the labels are called in the error (``"labels"``).
@@ -79,7 +79,10 @@ class LabelRange:
             torch._assert_async((lo >= 0) & (hi < self.num_labels),
                                 f"fastgsl: {self.name} must lie in [0, {self.num_labels}){self.context}")
             return
-        lo, hi = int(lo), int(hi)
+        self.raise_outside(int(lo), int(hi))
+
+    def raise_outside(self, lo: int, hi: int) -> None:
+        """Raise :attr:`error` if the smallest label ``lo`` or the largest ``hi`` breaks the rule."""
         if lo < 0 or hi >= self.num_labels:
             raise self.error(f"{self.name} must lie in [0, {self.num_labels}){self.context}; "
                              f"found values in [{lo}, {hi}]")

@@ -446,6 +446,19 @@ def test_fused_label_check_rejects_every_bad_label(shape, dtype, seen):
     assert torch.isfinite(DiceCELoss()(logits, good))  # the same pass lets valid labels through
 
 
+def test_fused_label_check_holds_under_torch_compile():
+    """A compiled loss step still rejects a bad label with the rule's error: the check is part of the host pass,
+    which runs for real, not a reduction that tracing would have to skip."""
+    loss = CompositeLoss(DiceCELoss(), GeneralizedSurfaceLoss(), 0.5)
+    logits, labels = make((2, 3, 9, 8, 7))
+    f = torch.compile(lambda z, t: loss(z, t), backend="aot_eager")
+    assert torch.equal(f(logits, labels), loss(logits, labels))
+    bad = labels.clone()
+    bad[1, 8, 7, 6] = 5
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\).*found values in \[0, 5\]"):
+        f(logits, bad)
+
+
 def test_label_check_without_the_fused_pass(monkeypatch, seen):
     """Where the pass cannot test the rule (one sigmoid channel: labels 0 and 1 are valid but only 1 is a channel) or
     the PyTorch passes run, the range is checked by a reduction, with the same error."""

@@ -277,18 +277,19 @@ def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0, labe
         fused = False
     elif fused:
         observe.note("label_check", "fused")
-    outside = ctypes.c_int(0)
+    outside = torch.zeros(1, dtype=torch.int32)
     rc = lib.fastgsl_stats_forward(z.data_ptr(), _Z_CODE[z.dtype], t.data_ptr(), _T_CODE[t.dtype], _ptr(d), _ptr(dp),
                                    out.data_ptr(), B, C, n, ACT_CODE[spec.activation], spec.mask, spec.label_offset,
-                                   max(1, torch.get_num_threads()), isa, ctypes.byref(outside) if fused else None)
+                                   max(1, torch.get_num_threads()), isa, outside.data_ptr() if fused else None)
     if rc == 1:
         raise MemoryError("fastgsl: the host statistics pass ran out of memory or could not start a thread")
     if rc:
         raise RuntimeError(f"fastgsl: the host statistics pass rejected its arguments (code {rc})")
-    if outside.value:
-        labels.check(target)
+    if fused and outside.item():  # the error path only: one reduction finds the values the error names
+        lo, hi = torch.aminmax(t)
+        labels.raise_outside(int(lo), int(hi))
         raise RuntimeError(f"fastgsl: the host statistics pass flagged a label outside [0, {C}) that aminmax "
-                           "does not see")
+                           f"places in [{int(lo)}, {int(hi)}]")
     return out
 
 
