@@ -404,9 +404,9 @@ struct Scratch {
 // rows, C DTM rows when the pass reads them): 2C + 1 streams at a stride of N are more than the hardware prefetcher
 // follows, and without this the passes waited on memory for about a third of their time at 2x4x96^3.
 constexpr long long kAhead = 1024;
-template <int ZK, int TK>
+template <int ZK, int TK, int CC>
 FASTGSL_VINLINE void prefetch_ahead(const Args& a, long long b, long long i, bool with_d) {
-    const long long j = i + kAhead, C = a.C, N = a.N;
+    const long long j = i + kAhead, C = CC ? CC : a.C, N = a.N;
     if (j >= N) return;
     const int zs = ZK == Z_F32 ? 4 : 2;
     for (long long c = 0; c < C; ++c) __builtin_prefetch((const char*)a.z + ((b * C + c) * N + j) * zs);
@@ -421,9 +421,9 @@ FASTGSL_VINLINE void prefetch_ahead(const Args& a, long long b, long long i, boo
 }
 
 // z[c] (raw logits; log p_c instead for softmax with want_logp) and p[c] (activated) of one group.
-template <int ZK, int ACT>
+template <int ZK, int ACT, int CC>
 FASTGSL_VINLINE void activate(const Args& a, long long b, long long i, int n, Scratch& s, bool want_logp) {
-    const long long C = a.C, N = a.N;
+    const long long C = CC ? CC : a.C, N = a.N;
     for (long long c = 0; c < C; ++c) s.z[c] = load_z<ZK>(a.z, (b * C + c) * N + i, n);
     if (ACT == ACT_SOFTMAX) {
         vf m = s.z[0];
@@ -457,10 +457,13 @@ FASTGSL_VINLINE vf softplus_neg_abs(vf z) {
     return sel(one, e, vlog(u) * (e / den));
 }
 
-template <int ZK, int TK, int ACT>
+// CC: the channel count when it is known at compile time (0: a.C at run time).  Knowing it lets the compiler unroll
+// the class loops and keep a group's C activations in registers; the stats are added stat by stat, so each `need`
+// test is taken once per group rather than once per class.
+template <int ZK, int TK, int ACT, int CC>
 void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbpb, double* partials,
                     int* outside) {
-    const long long C = a.C, N = a.N;
+    const long long C = CC ? CC : a.C, N = a.N;
     const int need = a.need;
     const bool want_ce = need & (1 << S_CE);
     const bool want_d = need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS));
@@ -477,53 +480,67 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
                 for (int l = 0; l < L; ++l) tmp[l] = l < n ? 1.0f : 0.0f;
                 std::memcpy(&valid, tmp, sizeof valid);
             }
-            prefetch_ahead<ZK, TK>(a, b, i, want_d);
-            activate<ZK, ACT>(a, b, i, n, s, want_ce);
+            prefetch_ahead<ZK, TK, CC>(a, b, i, want_d);
+            activate<ZK, ACT, CC>(a, b, i, n, s, want_ce);
             vi cls = vi{};
             if (TK != T_F32) {
                 cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
                 miss |= n == L ? cls : cls & (vi)(valid != 0.0f);  // padding lanes are -1 too
             }
+            const long long row = b * C * N + i;  // voxel i of channel 0; channel c is c N further
+            vf* acc = &s.acc[((i - i0) / L) % kBanks * C * NK];
+            vf* p = s.p;
+            vf* t = s.g;  // the gradient slots are free in this pass: T_c of the group
             for (long long c = 0; c < C; ++c) {
-                const long long off = (b * C + c) * N + i;
-                vf* acc = &s.acc[(((i - i0) / L) % kBanks * C + c) * NK];
-                vf p = s.p[c];
-                if (n < L) p = p * valid;  // padding lanes carry no mass
-                vf t = TK == T_F32 ? load_f((const float*)a.t + off, n) : sel(cls == (int32_t)c, splat(1.0f), vf{});
-                if (need & (1 << S_I)) acc[S_I] += p * t;
-                if (need & (1 << S_SP)) acc[S_SP] += p;
-                if (need & (1 << S_SP2)) acc[S_SP2] += p * p;
-                if (need & (1 << S_ST)) acc[S_ST] += t;
-                if (need & (1 << S_ST2)) acc[S_ST2] += t * t;
-                if (want_ce) {
-                    vf z = s.z[c], ce;
+                if (n < L) p[c] = p[c] * valid;  // padding lanes carry no mass
+                t[c] = TK == T_F32 ? load_f((const float*)a.t + row + c * N, n)
+                                   : sel(cls == (int32_t)c, splat(1.0f), vf{});
+            }
+            if (need & (1 << S_I))
+                for (long long c = 0; c < C; ++c) acc[c * NK + S_I] += p[c] * t[c];
+            if (need & (1 << S_SP))
+                for (long long c = 0; c < C; ++c) acc[c * NK + S_SP] += p[c];
+            if (need & (1 << S_SP2))
+                for (long long c = 0; c < C; ++c) acc[c * NK + S_SP2] += p[c] * p[c];
+            if (need & (1 << S_ST))
+                for (long long c = 0; c < C; ++c) acc[c * NK + S_ST] += t[c];
+            if (need & (1 << S_ST2))
+                for (long long c = 0; c < C; ++c) acc[c * NK + S_ST2] += t[c] * t[c];
+            if (want_ce) {
+                for (long long c = 0; c < C; ++c) {
+                    const vf z = s.z[c];
+                    vf ce;
                     if (ACT == ACT_SOFTMAX) {
-                        ce = -(t * z);  // z is log p here
+                        ce = -(t[c] * z);  // z is log p here
                     } else {
-                        ce = sel(z > 0.0f, z, vf{}) - z * t + softplus_neg_abs(z);
+                        ce = sel(z > 0.0f, z, vf{}) - z * t[c] + softplus_neg_abs(z);
                     }
                     if (n < L) ce = ce * valid;
-                    acc[S_CE] += ce;
+                    acc[c * NK + S_CE] += ce;
                 }
-                if (want_d) {
-                    vf d = load_f(a.d + off, n);
-                    vf dd = d * d;
-                    if (need & (1 << S_SURF)) {
-                        vf r = (1.0f - t - p) * d;
-                        acc[S_SURF] += r * r;
+            }
+            if (want_d) {
+                vf* d = s.z;  // the logits (or log p) have been used: the DTM rows take their slots
+                for (long long c = 0; c < C; ++c) d[c] = load_f(a.d + row + c * N, n);
+                if (need & (1 << S_SURF))
+                    for (long long c = 0; c < C; ++c) {
+                        const vf r = (1.0f - t[c] - p[c]) * d[c];
+                        acc[c * NK + S_SURF] += r * r;
                     }
-                    if (need & (1 << S_D2)) acc[S_D2] += dd;
-                    if (need & (1 << S_DP)) acc[S_DP] += d * p;
-                    if (need & (1 << S_HAUS)) {
-                        vf w = dd;
+                if (need & (1 << S_D2))
+                    for (long long c = 0; c < C; ++c) acc[c * NK + S_D2] += d[c] * d[c];
+                if (need & (1 << S_DP))
+                    for (long long c = 0; c < C; ++c) acc[c * NK + S_DP] += d[c] * p[c];
+                if (need & (1 << S_HAUS))
+                    for (long long c = 0; c < C; ++c) {
+                        vf w = d[c] * d[c];
                         if (a.dp) {
-                            vf q = load_f(a.dp + off, n);
-                            w = dd + q * q;
+                            const vf q = load_f(a.dp + row + c * N, n);
+                            w = w + q * q;
                         }
-                        vf df = t - p;
-                        acc[S_HAUS] += df * df * w;
+                        const vf df = t[c] - p[c];
+                        acc[c * NK + S_HAUS] += df * df * w;
                     }
-                }
             }
         }
         double* out = partials + blk * C * NK;
@@ -545,68 +562,73 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
     }
 }
 
-template <int ZK, int TK, int ACT>
+template <int ZK, int TK, int ACT, int CC>
 void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0, long long blk1, long long nbpb) {
-    const long long C = a.C, N = a.N;
+    const long long C = CC ? CC : a.C, N = a.N;
     const int need = a.need;
     const bool want_ce = need & (1 << S_CE), want_d = need & ((1 << S_SURF) | (1 << S_DP) | (1 << S_HAUS));
     Scratch s(C);
     for (long long blk = blk0; blk < blk1; ++blk) {
         const long long b = blk / nbpb, i0 = (blk % nbpb) * kBlock, i1 = std::min(N, i0 + kBlock);
-        const float* coef_b = gs + b * C * NK;
+        const float* k = gs + b * C * NK;  // dL/dS of item b: k[c NK + stat]
         for (long long i = i0; i < i1; i += L) {
             const int n = (int)std::min<long long>(L, i1 - i);
-            prefetch_ahead<ZK, TK>(a, b, i, want_d);
+            prefetch_ahead<ZK, TK, CC>(a, b, i, want_d);
             if (i + kAhead < N)  // the gradient rows too, for writing: they are read for ownership otherwise
                 for (long long c = 0; c < C; ++c)
                     __builtin_prefetch((char*)grad + ((b * C + c) * N + i + kAhead) * (ZK == Z_F32 ? 4 : 2), 1);
-            activate<ZK, ACT>(a, b, i, n, s, false);
+            activate<ZK, ACT, CC>(a, b, i, n, s, false);
             vi cls = vi{};
             if (TK != T_F32) cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
-            vf pg = vf{}, wt = vf{};
+            const long long row = b * C * N + i;
+            const vf* p = s.p;
+            vf* g = s.g;  // dL/dP_c, its terms added in the order of the stats
+            vf* t = s.z;  // the logits have been activated: T_c of the group takes their slots
             for (long long c = 0; c < C; ++c) {
-                const long long off = (b * C + c) * N + i;
-                const float* k = coef_b + c * NK;
-                vf p = s.p[c];
-                vf t = TK == T_F32 ? load_f((const float*)a.t + off, n) : sel(cls == (int32_t)c, splat(1.0f), vf{});
-                vf g = vf{};  // dL/dP
-                if (need & (1 << S_I)) g += k[S_I] * t;
-                if (need & (1 << S_SP)) g += k[S_SP];
-                if (need & (1 << S_SP2)) g += (2.0f * k[S_SP2]) * p;
-                if (want_d) {
-                    vf d = load_f(a.d + off, n);
-                    vf dd = d * d;
-                    if (need & (1 << S_SURF)) g -= (2.0f * k[S_SURF]) * dd * (1.0f - t - p);
-                    if (need & (1 << S_DP)) g += k[S_DP] * d;
+                t[c] = TK == T_F32 ? load_f((const float*)a.t + row + c * N, n)
+                                   : sel(cls == (int32_t)c, splat(1.0f), vf{});
+                g[c] = vf{};
+            }
+            if (need & (1 << S_I))
+                for (long long c = 0; c < C; ++c) g[c] += k[c * NK + S_I] * t[c];
+            if (need & (1 << S_SP))
+                for (long long c = 0; c < C; ++c) g[c] += k[c * NK + S_SP];
+            if (need & (1 << S_SP2))
+                for (long long c = 0; c < C; ++c) g[c] += (2.0f * k[c * NK + S_SP2]) * p[c];
+            if (want_d) {
+                for (long long c = 0; c < C; ++c) {
+                    const vf d = load_f(a.d + row + c * N, n);
+                    const vf dd = d * d;
+                    if (need & (1 << S_SURF)) g[c] -= (2.0f * k[c * NK + S_SURF]) * dd * (1.0f - t[c] - p[c]);
+                    if (need & (1 << S_DP)) g[c] += k[c * NK + S_DP] * d;
                     if (need & (1 << S_HAUS)) {
                         vf w = dd;
                         if (a.dp) {
-                            vf q = load_f(a.dp + off, n);
+                            const vf q = load_f(a.dp + row + c * N, n);
                             w = dd + q * q;
                         }
-                        g -= (2.0f * k[S_HAUS]) * (t - p) * w;
+                        g[c] -= (2.0f * k[c * NK + S_HAUS]) * (t[c] - p[c]) * w;
                     }
-                }
-                if (ACT == ACT_SOFTMAX) {
-                    s.g[c] = g;
-                    pg += p * g;
-                    if (want_ce) {
-                        vf wct = k[S_CE] * t;
-                        wt += wct;
-                        s.z[c] = wct;  // the raw logit is no longer needed: keep w_c T_c there
-                    }
-                } else {
-                    vf dz = ACT == ACT_SIGMOID ? g * p * (1.0f - p) : g;
-                    if (want_ce) dz += k[S_CE] * (p - t);
-                    store_z<ZK>(grad, off, n, dz);
                 }
             }
             if (ACT == ACT_SOFTMAX) {
+                vf pg = vf{}, wt = vf{};
+                for (long long c = 0; c < C; ++c) pg += p[c] * g[c];
+                if (want_ce)
+                    for (long long c = 0; c < C; ++c) {
+                        t[c] = k[c * NK + S_CE] * t[c];  // w_c T_c from here on
+                        wt += t[c];
+                    }
                 for (long long c = 0; c < C; ++c) {
-                    vf p = s.p[c];
-                    vf dz = p * (s.g[c] - pg);
-                    if (want_ce) dz += p * wt - s.z[c];
-                    store_z<ZK>(grad, (b * C + c) * N + i, n, dz);
+                    vf dz = p[c] * (g[c] - pg);
+                    if (want_ce) dz += p[c] * wt - t[c];
+                    store_z<ZK>(grad, row + c * N, n, dz);
+                }
+            } else {
+                for (long long c = 0; c < C; ++c) {
+                    vf dz = ACT == ACT_SIGMOID ? g[c] * p[c] * (1.0f - p[c]) : g[c];
+                    if (want_ce) dz += k[c * NK + S_CE] * (p[c] - t[c]);
+                    store_z<ZK>(grad, row + c * N, n, dz);
                 }
             }
         }
@@ -640,11 +662,26 @@ int run_forward(const Args& a, float* out, int* outside, int nthreads, Fwd fwd) 
     return 0;
 }
 
+// The channel counts with builds of their own (FASTGSL_STATS_CC_LIST), for fp32 logits and a softmax over int64 or
+// uint8 labels: the multi-class segmentation losses as they are usually trained.  Every other case runs the generic
+// build (CC = 0), which adds in the same order; the list is short because each entry is compiled 2 x 2 x 3 times.
+#define FASTGSL_STATS_CC_LIST X(2) X(3) X(4) X(5)
+template <int ZK, int TK>
+constexpr bool kChannelBuilds = ZK == Z_F32 && (TK == T_I64 || TK == T_U8);
+
 template <int ZK, int TK>
 int forward_act(const Args& a, int act, float* out, int* outside, int nthreads) {
-    if (act == ACT_SOFTMAX) return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX>);
-    if (act == ACT_SIGMOID) return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID>);
-    return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_NONE>);
+    if (act == ACT_SOFTMAX) {
+        if constexpr (kChannelBuilds<ZK, TK>) switch (a.C) {
+#define X(cc) \
+    case cc: return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX, cc>);
+                FASTGSL_STATS_CC_LIST
+#undef X
+            }
+        return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX, 0>);
+    }
+    if (act == ACT_SIGMOID) return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID, 0>);
+    return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_NONE, 0>);
 }
 
 template <int ZK>
@@ -658,19 +695,27 @@ int forward_t(const Args& a, int tk, int act, float* out, int* outside, int nthr
     return 2;
 }
 
-template <int ZK, int TK, int ACT>
+template <int ZK, int TK, int ACT, int CC>
 int run_backward(const Args& a, const float* gs, void* grad, int nthreads) {
     const long long nbpb = (a.N + kBlock - 1) / kBlock;
     return parallel_blocks(a.B * nbpb, nthreads, [&](long long b0, long long b1) {
-        backward_blocks<ZK, TK, ACT>(a, gs, grad, b0, b1, nbpb);
+        backward_blocks<ZK, TK, ACT, CC>(a, gs, grad, b0, b1, nbpb);
     });
 }
 
 template <int ZK, int TK>
 int backward_act(const Args& a, int act, const float* gs, void* grad, int nthreads) {
-    if (act == ACT_SOFTMAX) return run_backward<ZK, TK, ACT_SOFTMAX>(a, gs, grad, nthreads);
-    if (act == ACT_SIGMOID) return run_backward<ZK, TK, ACT_SIGMOID>(a, gs, grad, nthreads);
-    return run_backward<ZK, TK, ACT_NONE>(a, gs, grad, nthreads);
+    if (act == ACT_SOFTMAX) {
+        if constexpr (kChannelBuilds<ZK, TK>) switch (a.C) {
+#define X(cc) \
+    case cc: return run_backward<ZK, TK, ACT_SOFTMAX, cc>(a, gs, grad, nthreads);
+                FASTGSL_STATS_CC_LIST
+#undef X
+            }
+        return run_backward<ZK, TK, ACT_SOFTMAX, 0>(a, gs, grad, nthreads);
+    }
+    if (act == ACT_SIGMOID) return run_backward<ZK, TK, ACT_SIGMOID, 0>(a, gs, grad, nthreads);
+    return run_backward<ZK, TK, ACT_NONE, 0>(a, gs, grad, nthreads);
 }
 
 template <int ZK>

@@ -7,7 +7,7 @@ import torch
 from fastgsl import _native, observe, reference
 from fastgsl.kernels import manifest
 from fastgsl.ops.voxel_stats import host as vs
-from fastgsl.ops.voxel_stats.layout import CE, D2, K, P_STATS, SP, SP2, ST, STAT_NAMES
+from fastgsl.ops.voxel_stats.layout import CE, D2, DP, I, K, P_STATS, SP, SP2, ST, ST2, STAT_NAMES, SURF
 from fastgsl.ops.voxel_stats.spec import StatSpec
 
 ALL = frozenset(range(K))
@@ -257,6 +257,29 @@ def test_every_isa_flags_a_label_of_no_channel(isa, tdtype):
         bad.view(-1)[flat] = 3
         with pytest.raises(ValueError, match=r"found values in \[0, 3\]"):
             vs._forward_native(LIB, z, bad, d, dp, spec, isa, labels=rule)
+
+
+@pytest.mark.parametrize("C", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("tdtype", [torch.int64, torch.uint8])
+@pytest.mark.parametrize("need", [ALL, frozenset({I, SP2, ST2, CE, SURF, D2}), frozenset({SP, DP})],
+                         ids=["all", "dicece_gsl", "sp_dp"])
+def test_channel_builds_give_the_generic_bits(C, tdtype, need):
+    """fp32 logits with a softmax over int64 or uint8 labels run a build compiled for their channel count (2 to 5),
+    every other case the generic one; both add in the same order.  The same one-hot target given as floats takes the
+    generic build: the sums and the gradient are bit-identical, for every ISA, in full and partial groups, and with
+    only some of the stats."""
+    z, t, d, dp, _ = make_case(2, C, (13, 11, 7), "softmax", "labels", True, seed=20 + C)
+    spec = StatSpec("softmax", need)
+    onehot = torch.nn.functional.one_hot(t, C).movedim(-1, 1).float()
+    w = torch.randn(2, C, K)
+    for isa in (1, 2, 3):
+        if not _has_isa(isa):
+            continue
+        by_labels = (vs._forward_native(LIB, z, t.to(tdtype), d, dp, spec, isa),
+                     vs._backward_native(LIB, w, z, t.to(tdtype), d, dp, spec, isa))
+        by_floats = (vs._forward_native(LIB, z, onehot, d, dp, spec, isa),
+                     vs._backward_native(LIB, w, z, onehot, d, dp, spec, isa))
+        assert torch.equal(by_labels[0], by_floats[0]) and torch.equal(by_labels[1], by_floats[1]), isa
 
 
 def test_isa_codes():
