@@ -4,8 +4,8 @@
 tensors once (shapes, dtypes, devices, and that a DTM is given when a DTM stat is asked for), then runs both
 passes on the Triton kernels (``triton_passes.py``) or on the host engines (``host.py``), as
 ``fastgsl.backend`` decides.  Label *values* follow the rule the caller passes (``labels``, a
-:class:`fastgsl.validation.LabelRange`): the host C++ pass checks it on the bounds it finds while reading the
-labels, every other path with a reduction of its own before the pass.
+:class:`fastgsl.validation.LabelRange`): the host C++ pass tests each label as it reads it, every other path
+checks with a reduction of its own before the pass.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from fastgsl import backend as _backend
 from fastgsl import observe
-from fastgsl.ops.voxel_stats.host import backward_host, forward_host
+from fastgsl.ops.voxel_stats.host import backward_host, check_labels_by_reduction, forward_host
 from fastgsl.ops.voxel_stats.layout import DTM_STATS, HAUS
 from fastgsl.ops.voxel_stats.spec import StatSpec
 from fastgsl.validation import LabelRange
@@ -114,9 +114,9 @@ def voxel_stats(logits, target, dtm=None, dtm_pred=None, *, spec: StatSpec,
         dtm_pred: ``(B, C, *spatial)`` DTM of the thresholded prediction, read only by ``HAUS`` (two-sided).
         spec: the stats, activation and label offset (:class:`StatSpec`).
         labels: the range integer labels must lie in (:class:`fastgsl.validation.LabelRange`), checked before
-            anything is returned: on the host C++ pass from the bounds it finds as it reads the labels (no pass of
-            its own), elsewhere by :meth:`LabelRange.check` (a reduction; a device-side assert on a GPU).  None:
-            the caller has checked them.
+            anything is returned: by the host C++ pass, which tests each label as it reads it (no pass of its
+            own), elsewhere by :meth:`LabelRange.check` (a reduction; a device-side assert on a GPU).  None: the
+            caller has checked them.
 
     Runs on the Triton kernels or the host path as ``fastgsl.backend`` decides (``FASTGSL_BACKEND``).  On the
     kernels the reduction is fixed-order unless ``FASTGSL_ATOMICS=1`` (see ``fastgsl.backend.atomics_enabled``).
@@ -138,8 +138,7 @@ def run_voxel_stats(logits, target, dtm, dtm_pred, spec: StatSpec, labels: Label
         _registered_ops()
         observe.note("voxel_stats", "triton")
         if labels is not None and not target.dtype.is_floating_point:
-            labels.check(target)  # a device-side assert: the kernels do not report the labels' range
-            observe.note("label_check", "aminmax")
+            check_labels_by_reduction(labels, target)  # a device-side assert: the kernels do not test the labels
             labels = None
     return VoxelStatsFunction.apply(logits, target, dtm, dtm_pred, spec, use_triton,
                                     use_triton and _backend.atomics_enabled(), labels)

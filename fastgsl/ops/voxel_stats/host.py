@@ -254,6 +254,12 @@ def _ptr(x):
     return None if x is None else x.data_ptr()
 
 
+def check_labels_by_reduction(labels: LabelRange, target: torch.Tensor) -> None:
+    """``labels.check(target)`` where no pass tests the labels as it reads them (reported as ``"aminmax"``)."""
+    labels.check(target)
+    observe.note("label_check", "aminmax")
+
+
 def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0, labels: LabelRange | None = None):
     """The C++ statistics pass, or None where the inputs need the PyTorch one.
 
@@ -272,8 +278,7 @@ def _forward_native(lib, logits, target, dtm, dtm_pred, spec, isa: int = 0, labe
         return out
     fused = labels is not None and not t.dtype.is_floating_point
     if fused and (spec.label_offset or labels.num_labels != C):
-        labels.check(target)
-        observe.note("label_check", "aminmax")
+        check_labels_by_reduction(labels, target)
         fused = False
     elif fused:
         observe.note("label_check", "fused")
@@ -333,8 +338,7 @@ def forward_host(logits, target, dtm, dtm_pred, spec: StatSpec, labels: LabelRan
             observe.note("voxel_stats", "native")
             return out
     if labels is not None and not target.dtype.is_floating_point:
-        labels.check(target)
-        observe.note("label_check", "aminmax")
+        check_labels_by_reduction(labels, target)
     observe.note("voxel_stats", "torch")
     return _forward_chunked(logits, target, dtm, dtm_pred, spec)
 
@@ -353,4 +357,5 @@ def backward_host(grad_stats, logits, target, dtm, dtm_pred, spec: StatSpec) -> 
     return _backward_chunked(grad_stats, logits, target, dtm, dtm_pred, spec)
 
 
-__all__ = ["forward_host", "backward_host", "native_library", "host_library", "compute_dtype"]
+__all__ = ["forward_host", "backward_host", "check_labels_by_reduction", "native_library", "host_library",
+           "compute_dtype"]
