@@ -388,6 +388,12 @@ FASTGSL_VINLINE vi load_cls(const void* base, long long off, int n, long long of
     return c;
 }
 
+// T_c of one group: the float target's row, or 1 where the class index is c (labels).
+template <int TK>
+FASTGSL_VINLINE vf target_of(const Args& a, long long off, int n, vi cls, long long c) {
+    return TK == T_F32 ? load_f((const float*)a.t + off, n) : sel(cls == (int32_t)c, splat(1.0f), vf{});
+}
+
 // Per-thread scratch: C activated / raw / gradient vectors of one group and the block accumulators.
 // A float buffer aligned by hand: std::vector<vf> would share its allocator code between the two ISA builds,
 // and the baseline one does not honour the alignment (one vector) that the AVX2 and AVX-512 loads expect.
@@ -493,8 +499,7 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
             vf* t = s.g;  // the gradient slots are free in this pass: T_c of the group
             for (long long c = 0; c < C; ++c) {
                 if (n < L) p[c] = p[c] * valid;  // padding lanes carry no mass
-                t[c] = TK == T_F32 ? load_f((const float*)a.t + row + c * N, n)
-                                   : sel(cls == (int32_t)c, splat(1.0f), vf{});
+                t[c] = target_of<TK>(a, row + c * N, n, cls, c);
             }
             if (need & (1 << S_I))
                 for (long long c = 0; c < C; ++c) acc[c * NK + S_I] += p[c] * t[c];
@@ -585,8 +590,7 @@ void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0,
             vf* g = s.g;  // dL/dP_c, its terms added in the order of the stats
             vf* t = s.z;  // the logits have been activated: T_c of the group takes their slots
             for (long long c = 0; c < C; ++c) {
-                t[c] = TK == T_F32 ? load_f((const float*)a.t + row + c * N, n)
-                                   : sel(cls == (int32_t)c, splat(1.0f), vf{});
+                t[c] = target_of<TK>(a, row + c * N, n, cls, c);
                 g[c] = vf{};
             }
             if (need & (1 << S_I))
