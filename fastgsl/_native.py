@@ -10,6 +10,12 @@ flags and digest) is ``kernels/manifest.py``.  ``setup.py`` builds each as an op
 
 A built library whose compiled-in digest differs from the sources next to the package is stale: the sources are
 compiled into the cache instead, and the stale library is used only when that compile fails.
+
+Threads: the libraries split their work over ``torch.get_num_threads()`` threads.  When torch runs its own parallel
+work on OpenMP (``torch.__config__.parallel_info()``: "ATen parallel backend: OpenMP", the default CPU build), each
+library is given that runtime's ``GOMP_parallel`` and runs on the same thread team: torch's idle OpenMP workers spin
+for a while after every parallel region, and threads of our own started then (the loss right after the network's
+forward) would share the cores with them.  ``FASTGSL_OPENMP_TEAM=0`` keeps the libraries on their own std::threads.
 """
 from __future__ import annotations
 
@@ -44,6 +50,42 @@ def warn_once(registry: set, key: str, msg: str, stacklevel: int = 3):
         warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel + 1)
 
 
+_team = None
+
+
+def openmp_team() -> tuple:
+    """``(address of GOMP_parallel, path of its runtime)`` of the OpenMP runtime torch runs its parallel work on, or
+    ``(None, reason)``; found once per process, in the libraries the process has already loaded (Linux)."""
+    global _team
+    if _team is None:
+        _team = _find_openmp_team()
+    return _team
+
+
+def _find_openmp_team() -> tuple:
+    if os.environ.get("FASTGSL_OPENMP_TEAM", "1") == "0":
+        return None, "FASTGSL_OPENMP_TEAM=0"
+    import torch  # the runtime to share is torch's, so torch is loaded before any library is
+
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None, "torch's parallel backend is not OpenMP"
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split(None, 5)[-1].strip() for line in maps if "omp" in line.rsplit("/", 1)[-1]})
+    except OSError as e:
+        return None, f"cannot list the loaded libraries: {e}"
+    for path in paths:
+        name = os.path.basename(path)
+        if not (name.startswith(("libgomp", "libiomp", "libomp")) and ".so" in name):
+            continue
+        try:  # RTLD_NOLOAD: the copy already in the process, never a second runtime
+            runtime = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+            return ctypes.cast(runtime.GOMP_parallel, ctypes.c_void_p).value, path
+        except (OSError, AttributeError):
+            continue
+    return None, "no OpenMP runtime with GOMP_parallel is loaded"
+
+
 class HostLibrary:
     """One optional host library, as ``spec`` (a ``kernels/manifest.py`` entry) describes it.
 
@@ -69,6 +111,10 @@ class HostLibrary:
     def _open(self, path) -> ctypes.CDLL:
         lib = self.bind(ctypes.CDLL(str(path)))
         getattr(lib, f"{self.prefix}_source_hash").restype = ctypes.c_char_p
+        if hasattr(lib, "fastgsl_host_set_team"):  # every library that includes kernels/host_parallel.h
+            lib.fastgsl_host_set_team.argtypes = [ctypes.c_void_p]
+            lib.fastgsl_host_set_team.restype = ctypes.c_int
+            lib.fastgsl_host_set_team(openmp_team()[0])
         return lib
 
     def _built_hash(self, lib) -> str:

@@ -15,8 +15,11 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
+# -fno-wrapv: setup.py's compiler line starts with Python's own CFLAGS, which include -fwrapv; signed overflow then
+# has to wrap, which costs the loops of the statistics passes about 8% (measured against the same source built
+# without it).  No kernel relies on wrapping signed arithmetic.
 #: flags of every host build; no FMA contraction, so that results round like the GPU builds (``--fmad=false``)
-CXX_FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-pthread")
+CXX_FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-fno-wrapv", "-pthread")
 LINK_FLAGS = ("-pthread",)
 
 

@@ -26,6 +26,9 @@
 #include <cstring>
 #include <thread>
 #include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "host_memory.h"
 #include "host_parallel.h"
@@ -116,11 +119,14 @@ int parallel_blocks(long long nblocks, int nthreads, Fn fn) {
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
 #endif
 #define FASTGSL_STATS_VLEN 16
+#define FASTGSL_STATS_ISA_CODE 3  // pick_isa's codes
 namespace isa_avx512 {
 #include "voxel_stats_host.cpp"
 }  // namespace isa_avx512
 #undef FASTGSL_STATS_VLEN
 #define FASTGSL_STATS_VLEN 8
+#undef FASTGSL_STATS_ISA_CODE
+#define FASTGSL_STATS_ISA_CODE 2
 #if defined(__clang__)
 #pragma clang attribute pop
 #pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
@@ -138,6 +144,8 @@ namespace isa_avx2 {
 #pragma GCC pop_options
 #endif
 #endif
+#undef FASTGSL_STATS_ISA_CODE
+#define FASTGSL_STATS_ISA_CODE 1
 #ifndef FASTGSL_STATS_VLEN
 #define FASTGSL_STATS_VLEN 8
 #endif
@@ -145,6 +153,7 @@ namespace isa_base {
 #include "voxel_stats_host.cpp"
 }  // namespace isa_base
 #undef FASTGSL_STATS_VLEN
+#undef FASTGSL_STATS_ISA_CODE
 #undef FASTGSL_STATS_ISA_BODY
 
 bool valid_codes(int zk, int tk, int act, long long B, long long C, long long N) {
@@ -229,43 +238,66 @@ typedef long long vl __attribute__((vector_size(8 * L)));
 typedef unsigned long long vul __attribute__((vector_size(8 * L)));
 
 FASTGSL_VINLINE vf splat(float x) { return vf{} + x; }
-FASTGSL_VINLINE vf sel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+// A vector conditional rather than and/or masks: the compiler turns it into a blend or a masked move, and
+// sel(a > b, a, b) into one max (which returns b when either is NaN, as the conditional does).
+FASTGSL_VINLINE vf sel(vi m, vf a, vf b) { return m ? a : b; }
 FASTGSL_VINLINE vf vmax(vf a, vf b) { return sel(a > b, a, b); }
 FASTGSL_VINLINE vf vabs(vf a) { return (vf)((vi)a & 0x7fffffff); }
 
-// exp(x) = 2^n e^r with n = round(x log2 e), r = x - n ln 2 (Cody-Waite split of ln 2) and the degree-7 minimax
-// polynomial of Cephes' expf (S. Moshier, Cephes Math Library, expf.c), about 1 ulp.  n is rounded by adding and
-// subtracting 1.5 2^23 (the sum's low mantissa bits hold n, two adds instead of a conversion round trip).  2^n is
-// applied as two factors 2^(n/2) 2^(n - n/2), so overflow gives +inf and underflow gradual denormals / 0 without
-// special cases.  `xc` lies in [-104, 89] or is NaN, which every operation carries through to the result.
+// exp(x) = 2^n e^r with n = round(x log2 e) and r = x - n ln 2 (the Cody-Waite split of ln 2 of Cephes' expf,
+// S. Moshier, Cephes Math Library, expf.c), e^r = 1 + r + r^2 P(r) with P of degree 4: a minimax fit in relative
+// error on [-ln 2 / 2, ln 2 / 2] made for this file (Lawson's iteration; 3.1e-9 before rounding, where the degree-7
+// polynomial of Cephes is 5e-11).  With the rounding of every step the result is within 0.98 ulp of exp over 7
+// million samples of [-87.3, 0], the same bound as Cephes' polynomial, for two operations fewer.  n is rounded by
+// adding and subtracting 1.5 2^23 (the sum's low mantissa bits hold n, two adds instead of a conversion round trip).
+// exp_reduced returns e^r and n (as a float and as an int); `xc` lies in [-104, 89] or is NaN, which every
+// operation carries through.
 constexpr float kShifter = 12582912.0f;  // 1.5 2^23, bits 0x4b400000
-FASTGSL_VINLINE vf exp_clamped(vf xc) {
+FASTGSL_VINLINE vf exp_reduced(vf xc, vf& fn, vi& n) {
     const vf t = xc * 1.44269504088896341f + kShifter;
-    const vf fn = t - kShifter;
-    const vi n = (vi)t - 0x4b400000;
+    fn = t - kShifter;
+    n = (vi)t - 0x4b400000;
     vf r = xc - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
     const vf r2 = r * r;
-    vf y = splat(1.9875691500e-4f);
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r2 + r + 1.0f;
+    vf y = splat(1.381461276e-3f);
+    y = y * r + 8.368710056e-3f;
+    y = y * r + 4.166838899e-2f;
+    y = y * r + 1.666652113e-1f;
+    y = y * r + 4.999999404e-1f;
+    return y * r2 + r + 1.0f;
+}
+// y 2^n for n in [-150, 128], rounded once: overflow gives +inf and underflow gradual denormals or 0.  AVX-512's
+// vscalefps does it in one instruction.  The other builds multiply by 2^(n/2) and then 2^(n - n/2), both normal
+// numbers, and y 2^(n/2) is exact, so the product rounds once as well and every build gives the same bits.
+FASTGSL_VINLINE vf scale_pow2(vf y, vf fn, vi n) {
+#if FASTGSL_STATS_ISA_CODE == 3
+    (void)n;
+    return (vf)_mm512_scalef_ps((__m512)y, (__m512)fn);
+#else
+    (void)fn;
     const vi n1 = n >> 1;
     const vi n2 = n - n1;
-    y = y * (vf)((n1 + 127) << 23);
-    return y * (vf)((n2 + 127) << 23);
+    return y * (vf)((n1 + 127) << 23) * (vf)((n2 + 127) << 23);
+#endif
 }
 // Any x: +-inf give inf / 0 through the clamps, NaN is selected back unchanged.
 FASTGSL_VINLINE vf vexp(vf x) {
     vf xc = sel(x < -104.0f, splat(-104.0f), x);
     xc = sel(xc > 89.0f, splat(89.0f), xc);
-    return sel(x != x, x, exp_clamped(xc));
+    vf fn;
+    vi n;
+    const vf y = exp_reduced(xc, fn, n);
+    return sel(x != x, x, scale_pow2(y, fn, n));
 }
-// x <= 0 or NaN (a softmax's z - max z, or -|z|): only the lower clamp; a NaN comes out as a NaN.
-FASTGSL_VINLINE vf vexp_nonpos(vf x) { return exp_clamped(sel(x < -104.0f, splat(-104.0f), x)); }
+// x <= 0 or NaN (a softmax's z - max z, or -|z|), the passes' hot case: only the lower clamp, and a NaN comes out
+// as a NaN.
+FASTGSL_VINLINE vf vexp_nonpos(vf x) {
+    vf fn;
+    vi n;
+    const vf y = exp_reduced(sel(x < -104.0f, splat(-104.0f), x), fn, n);
+    return scale_pow2(y, fn, n);
+}
 
 // log(x) for x > 0 (normal): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(1 + (m - 1)) by the degree-9 minimax
 // polynomial of Cephes' logf (S. Moshier, Cephes Math Library, logf.c) and e ln 2 added in two parts (Cody-Waite),
@@ -338,6 +370,35 @@ FASTGSL_VINLINE void store_z(void* base, long long off, int n, vf v) {
         uint16_t* p = (uint16_t*)base + off;
         for (int l = 0; l < n; ++l) p[l] = ZK == Z_F16 ? float_to_half(tmp[l]) : float_to_bf16(tmp[l]);
     }
+}
+
+// Stores L gradient values.  A full fp32 group at an aligned address goes straight to memory (a streaming store):
+// the gradient is written once and not read back by this pass, and an ordinary store would first read each line
+// for ownership, a third more traffic for the gradient pass.  The caller ends with stream_fence().
+template <int ZK>
+FASTGSL_VINLINE void store_grad(void* base, long long off, int n, vf v) {
+#if defined(__x86_64__)
+    float* p = (float*)base + off;
+    if (ZK == Z_F32 && n == L && ((uintptr_t)p & (sizeof(vf) - 1)) == 0) {
+#if FASTGSL_STATS_ISA_CODE == 3
+        _mm512_stream_ps(p, (__m512)v);
+#elif FASTGSL_STATS_ISA_CODE == 2
+        _mm256_stream_ps(p, (__m256)v);
+#else
+        __m128 q[2];
+        std::memcpy(q, &v, sizeof v);
+        _mm_stream_ps(p, q[0]);
+        _mm_stream_ps(p + 4, q[1]);
+#endif
+        return;
+    }
+#endif
+    store_z<ZK>(base, off, n, v);
+}
+FASTGSL_VINLINE void stream_fence() {
+#if defined(__x86_64__)
+    _mm_sfence();  // streaming stores are weakly ordered: make them visible before the thread reports done
+#endif
 }
 
 FASTGSL_VINLINE vf load_f(const float* p, int n) {
@@ -465,14 +526,17 @@ FASTGSL_VINLINE vf softplus_neg_abs(vf z) {
 
 // CC: the channel count when it is known at compile time (0: a.C at run time).  Knowing it lets the compiler unroll
 // the class loops and keep a group's C activations in registers; the stats are added stat by stat, so each `need`
-// test is taken once per group rather than once per class.
-template <int ZK, int TK, int ACT, int CC>
+// test is taken once per group rather than once per class.  NEED: the stat mask when it is known at compile time
+// (0: a.need), which removes those tests too.
+template <int ZK, int TK, int ACT, int CC, int NEED>
 void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbpb, double* partials,
                     int* outside) {
     const long long C = CC ? CC : a.C, N = a.N;
-    const int need = a.need;
+    const int need = NEED ? NEED : a.need;
     const bool want_ce = need & (1 << S_CE);
     const bool want_d = need & ((1 << S_SURF) | (1 << S_D2) | (1 << S_DP) | (1 << S_HAUS));
+    // with labels, sum T_c^2 is sum T_c, added in the same order: the same bits, copied rather than added again
+    const bool st2_is_st = TK != T_F32 && (need & (1 << S_ST)) && (need & (1 << S_ST2));
     Scratch s(C);
     for (long long blk = blk0; blk < blk1; ++blk) {
         const long long b = blk / nbpb, i0 = (blk % nbpb) * kBlock, i1 = std::min(N, i0 + kBlock);
@@ -509,19 +573,18 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
                 for (long long c = 0; c < C; ++c) acc[c * NK + S_SP2] += p[c] * p[c];
             if (need & (1 << S_ST))
                 for (long long c = 0; c < C; ++c) acc[c * NK + S_ST] += t[c];
-            if (need & (1 << S_ST2))
-                for (long long c = 0; c < C; ++c) acc[c * NK + S_ST2] += t[c] * t[c];
+            if ((need & (1 << S_ST2)) && !st2_is_st)  // a label's T_c is 0 or 1, so T_c^2 is T_c itself
+                for (long long c = 0; c < C; ++c) acc[c * NK + S_ST2] += TK == T_F32 ? t[c] * t[c] : t[c];
             if (want_ce) {
-                for (long long c = 0; c < C; ++c) {
-                    const vf z = s.z[c];
-                    vf ce;
-                    if (ACT == ACT_SOFTMAX) {
-                        ce = -(t[c] * z);  // z is log p here
-                    } else {
-                        ce = sel(z > 0.0f, z, vf{}) - z * t[c] + softplus_neg_abs(z);
+                if (ACT == ACT_SOFTMAX) {  // z is log p here; padding lanes have T_c = 0 and finite z
+                    for (long long c = 0; c < C; ++c) acc[c * NK + S_CE] -= t[c] * s.z[c];
+                } else {
+                    for (long long c = 0; c < C; ++c) {
+                        const vf z = s.z[c];
+                        vf ce = sel(z > 0.0f, z, vf{}) - z * t[c] + softplus_neg_abs(z);
+                        if (n < L) ce = ce * valid;
+                        acc[c * NK + S_CE] += ce;
                     }
-                    if (n < L) ce = ce * valid;
-                    acc[c * NK + S_CE] += ce;
                 }
             }
             if (want_d) {
@@ -558,6 +621,8 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
             }
             out[j] = v;
         }
+        if (st2_is_st)
+            for (long long c = 0; c < C; ++c) out[c * NK + S_ST2] = out[c * NK + S_ST];
         if (TK != T_F32) {
             int32_t lanes[L], any = 0;
             std::memcpy(lanes, &miss, sizeof miss);
@@ -567,10 +632,10 @@ void forward_blocks(const Args& a, long long blk0, long long blk1, long long nbp
     }
 }
 
-template <int ZK, int TK, int ACT, int CC>
+template <int ZK, int TK, int ACT, int CC, int NEED>
 void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0, long long blk1, long long nbpb) {
     const long long C = CC ? CC : a.C, N = a.N;
-    const int need = a.need;
+    const int need = NEED ? NEED : a.need;
     const bool want_ce = need & (1 << S_CE), want_d = need & ((1 << S_SURF) | (1 << S_DP) | (1 << S_HAUS));
     Scratch s(C);
     for (long long blk = blk0; blk < blk1; ++blk) {
@@ -579,9 +644,8 @@ void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0,
         for (long long i = i0; i < i1; i += L) {
             const int n = (int)std::min<long long>(L, i1 - i);
             prefetch_ahead<ZK, TK, CC>(a, b, i, want_d);
-            if (i + kAhead < N)  // the gradient rows too, for writing: they are read for ownership otherwise
-                for (long long c = 0; c < C; ++c)
-                    __builtin_prefetch((char*)grad + ((b * C + c) * N + i + kAhead) * (ZK == Z_F32 ? 4 : 2), 1);
+            if (i + kAhead < N && ZK != Z_F32)  // half gradient rows, for writing (the fp32 ones are streamed)
+                for (long long c = 0; c < C; ++c) __builtin_prefetch((char*)grad + ((b * C + c) * N + i + kAhead) * 2, 1);
             activate<ZK, ACT, CC>(a, b, i, n, s, false);
             vi cls = vi{};
             if (TK != T_F32) cls = load_cls<TK>(a.t, b * N + i, n, a.offset, C);
@@ -626,17 +690,18 @@ void backward_blocks(const Args& a, const float* gs, void* grad, long long blk0,
                 for (long long c = 0; c < C; ++c) {
                     vf dz = p[c] * (g[c] - pg);
                     if (want_ce) dz += p[c] * wt - t[c];
-                    store_z<ZK>(grad, row + c * N, n, dz);
+                    store_grad<ZK>(grad, row + c * N, n, dz);
                 }
             } else {
                 for (long long c = 0; c < C; ++c) {
                     vf dz = ACT == ACT_SIGMOID ? g[c] * p[c] * (1.0f - p[c]) : g[c];
                     if (want_ce) dz += k[c * NK + S_CE] * (p[c] - t[c]);
-                    store_z<ZK>(grad, row + c * N, n, dz);
+                    store_grad<ZK>(grad, row + c * N, n, dz);
                 }
             }
         }
     }
+    stream_fence();
 }
 
 template <class Fwd>
@@ -667,25 +732,41 @@ int run_forward(const Args& a, float* out, int* outside, int nthreads, Fwd fwd) 
 }
 
 // The channel counts with builds of their own (FASTGSL_STATS_CC_LIST), for fp32 logits and a softmax over int64 or
-// uint8 labels: the multi-class segmentation losses as they are usually trained.  Every other case runs the generic
-// build (CC = 0), which adds in the same order; the list is short because each entry is compiled 2 x 2 x 3 times.
+// uint8 labels: the multi-class segmentation losses as they are usually trained.  Within those, with int64 labels
+// and in the AVX2 and AVX-512 builds, the stat sets of FASTGSL_STATS_NEED_LIST (layout.py's COMPILED_NEEDS: the
+// training objectives) have builds of their own too.  Every other case runs a build that reads C or the stat set at
+// run time (CC = 0, NEED = 0), which adds in the same order and gives the same bits.  The lists are short because
+// each entry is compiled several times over (ISAs, label dtypes, both passes).
 #define FASTGSL_STATS_CC_LIST X(2) X(3) X(4) X(5)
 template <int ZK, int TK>
 constexpr bool kChannelBuilds = ZK == Z_F32 && (TK == T_I64 || TK == T_U8);
+template <int ZK, int TK>
+constexpr bool kNeedBuilds = kChannelBuilds<ZK, TK> && TK == T_I64 && FASTGSL_STATS_ISA_CODE >= 2;
+
+template <int ZK, int TK, int CC>
+int forward_softmax(const Args& a, float* out, int* outside, int nthreads) {
+    if constexpr (kNeedBuilds<ZK, TK>) switch (a.need) {
+#define X(m) \
+    case m: return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX, CC, m>);
+            FASTGSL_STATS_NEED_LIST
+#undef X
+        }
+    return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX, CC, 0>);
+}
 
 template <int ZK, int TK>
 int forward_act(const Args& a, int act, float* out, int* outside, int nthreads) {
     if (act == ACT_SOFTMAX) {
         if constexpr (kChannelBuilds<ZK, TK>) switch (a.C) {
 #define X(cc) \
-    case cc: return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX, cc>);
+    case cc: return forward_softmax<ZK, TK, cc>(a, out, outside, nthreads);
                 FASTGSL_STATS_CC_LIST
 #undef X
             }
-        return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX, 0>);
+        return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SOFTMAX, 0, 0>);
     }
-    if (act == ACT_SIGMOID) return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID, 0>);
-    return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_NONE, 0>);
+    if (act == ACT_SIGMOID) return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_SIGMOID, 0, 0>);
+    return run_forward(a, out, outside, nthreads, forward_blocks<ZK, TK, ACT_NONE, 0, 0>);
 }
 
 template <int ZK>
@@ -699,12 +780,23 @@ int forward_t(const Args& a, int tk, int act, float* out, int* outside, int nthr
     return 2;
 }
 
-template <int ZK, int TK, int ACT, int CC>
+template <int ZK, int TK, int ACT, int CC, int NEED>
 int run_backward(const Args& a, const float* gs, void* grad, int nthreads) {
     const long long nbpb = (a.N + kBlock - 1) / kBlock;
     return parallel_blocks(a.B * nbpb, nthreads, [&](long long b0, long long b1) {
-        backward_blocks<ZK, TK, ACT, CC>(a, gs, grad, b0, b1, nbpb);
+        backward_blocks<ZK, TK, ACT, CC, NEED>(a, gs, grad, b0, b1, nbpb);
     });
+}
+
+template <int ZK, int TK, int CC>
+int backward_softmax(const Args& a, const float* gs, void* grad, int nthreads) {
+    if constexpr (kNeedBuilds<ZK, TK>) switch (a.need) {  // the P-dependent part of a compiled set
+#define Y(m) \
+    case m: return run_backward<ZK, TK, ACT_SOFTMAX, CC, m>(a, gs, grad, nthreads);
+            FASTGSL_STATS_GRAD_NEED_LIST
+#undef Y
+        }
+    return run_backward<ZK, TK, ACT_SOFTMAX, CC, 0>(a, gs, grad, nthreads);
 }
 
 template <int ZK, int TK>
@@ -712,14 +804,14 @@ int backward_act(const Args& a, int act, const float* gs, void* grad, int nthrea
     if (act == ACT_SOFTMAX) {
         if constexpr (kChannelBuilds<ZK, TK>) switch (a.C) {
 #define X(cc) \
-    case cc: return run_backward<ZK, TK, ACT_SOFTMAX, cc>(a, gs, grad, nthreads);
+    case cc: return backward_softmax<ZK, TK, cc>(a, gs, grad, nthreads);
                 FASTGSL_STATS_CC_LIST
 #undef X
             }
-        return run_backward<ZK, TK, ACT_SOFTMAX, 0>(a, gs, grad, nthreads);
+        return run_backward<ZK, TK, ACT_SOFTMAX, 0, 0>(a, gs, grad, nthreads);
     }
-    if (act == ACT_SIGMOID) return run_backward<ZK, TK, ACT_SIGMOID, 0>(a, gs, grad, nthreads);
-    return run_backward<ZK, TK, ACT_NONE, 0>(a, gs, grad, nthreads);
+    if (act == ACT_SIGMOID) return run_backward<ZK, TK, ACT_SIGMOID, 0, 0>(a, gs, grad, nthreads);
+    return run_backward<ZK, TK, ACT_NONE, 0, 0>(a, gs, grad, nthreads);
 }
 
 template <int ZK>

@@ -7,7 +7,8 @@ import torch
 from fastgsl import _native, observe, reference
 from fastgsl.kernels import manifest
 from fastgsl.ops.voxel_stats import host as vs
-from fastgsl.ops.voxel_stats.layout import CE, D2, DP, I, K, P_STATS, SP, SP2, ST, ST2, STAT_NAMES, SURF
+from fastgsl.ops.voxel_stats.layout import (COMPILED_NEEDS, CE, D2, DP, I, K, P_STATS, SP, SP2, ST, ST2, STAT_NAMES,
+                                            SURF)
 from fastgsl.ops.voxel_stats.spec import StatSpec
 
 ALL = frozenset(range(K))
@@ -74,6 +75,7 @@ CASES = [  # B, C, spatial, activation, target, dtm_pred
     (3, 2, (7, 5, 9), "none", "float", False),
     (1, 5, (9, 7, 5), "none", "labels", True),
     (3, 3, (1, 1, 3), "softmax", "labels", False),  # fewer voxels than a vector
+    (2, 4, (8, 12, 10), "softmax", "labels", True),  # 960 voxels: every row aligned, the gradient streamed
 ]
 
 
@@ -259,16 +261,22 @@ def test_every_isa_flags_a_label_of_no_channel(isa, tdtype):
             vs._forward_native(LIB, z, bad, d, dp, spec, isa, labels=rule)
 
 
+NEEDS = [ALL, frozenset({SP, DP}), *COMPILED_NEEDS]
+NEED_IDS = ["all", "sp_dp"] + ["+".join(STAT_NAMES[k] for k in sorted(n)) for n in COMPILED_NEEDS]
+
+
 @pytest.mark.parametrize("C", [2, 3, 4, 5, 6])
 @pytest.mark.parametrize("tdtype", [torch.int64, torch.uint8])
-@pytest.mark.parametrize("need", [ALL, frozenset({I, SP2, ST2, CE, SURF, D2}), frozenset({SP, DP})],
-                         ids=["all", "dicece_gsl", "sp_dp"])
-def test_channel_builds_give_the_generic_bits(C, tdtype, need):
+@pytest.mark.parametrize("need", NEEDS, ids=NEED_IDS)
+@pytest.mark.parametrize("sp", [(13, 11, 7), (8, 6, 4)], ids=["ragged", "aligned"])
+def test_channel_builds_give_the_generic_bits(C, tdtype, need, sp):
     """fp32 logits with a softmax over int64 or uint8 labels run a build compiled for their channel count (2 to 5),
-    every other case the generic one; both add in the same order.  The same one-hot target given as floats takes the
-    generic build: the sums and the gradient are bit-identical, for every ISA, in full and partial groups, and with
-    only some of the stats."""
-    z, t, d, dp, _ = make_case(2, C, (13, 11, 7), "softmax", "labels", True, seed=20 + C)
+    and with int64 labels and one of the training objectives' stat sets (``COMPILED_NEEDS``), in the AVX2 and
+    AVX-512 code, one compiled for that set too; every other case runs the generic one, and all add in the same
+    order.  The same one-hot target given as floats takes the generic build: the sums and the gradient are
+    bit-identical, for every ISA, in full and partial groups, with only some of the stats, and with the gradient
+    rows aligned (streamed) or not."""
+    z, t, d, dp, _ = make_case(2, C, sp, "softmax", "labels", True, seed=20 + C)
     spec = StatSpec("softmax", need)
     onehot = torch.nn.functional.one_hot(t, C).movedim(-1, 1).float()
     w = torch.randn(2, C, K)
@@ -386,3 +394,28 @@ def test_native_loader_compiles_into_cache_and_checks_the_hash(tmp_path, monkeyp
     (kdir / "tiny.cpp").write_text("this is not C++")
     lib4, reason = make().load()
     assert lib4 is None and "failed" in reason
+
+
+def test_compiled_stat_sets_cover_the_training_objectives():
+    """``COMPILED_NEEDS`` holds the stat sets of ``fastgsl.train``'s softmax objectives and of the nnU-Net trainers'
+    losses, so that those run the builds compiled for them: a loss whose stats change must change the list too."""
+    from fastgsl.losses import CompositeLoss
+    from fastgsl.nnunet import loss as nnunet_loss
+    from fastgsl.schedules import ConstantSchedule
+    from fastgsl.train.objectives import LOSS_LABELS, build_loss
+    from fastgsl.train.preprocess import TaskSpec
+
+    def needs(loss):
+        parts = (loss.region, loss.boundary) if isinstance(loss, CompositeLoss) else (loss,)
+        return frozenset().union(*(part.needs for part in parts))
+
+    task = TaskSpec("labels", "toy", ("liver", "tumour"), 1)
+    train = {name: needs(build_loss(name, task, ConstantSchedule(0.5))) for name in ("dice_ce", "gsl", "bl", "hl")}
+    region, _ = nnunet_loss.region_loss(regions=False, batch_dice=False)
+    nnunet = {"dice_ce": region.needs} | {
+        kind: region.needs | nnunet_loss.boundary_loss(kind, regions=False, spacing=(1.0, 1.0, 1.0)).needs
+        for kind in nnunet_loss.BOUNDARY_TERMS}
+    assert set(train) < set(LOSS_LABELS)
+    for where, sets in (("fastgsl.train", train), ("nnU-Net", nnunet)):
+        for name, stat_set in sets.items():
+            assert stat_set in COMPILED_NEEDS, (where, name, sorted(STAT_NAMES[k] for k in stat_set))

@@ -58,6 +58,16 @@ LOGIT_DTYPES = ("float32", "float16", "bfloat16")
 #: target dtypes of the C++ passes (float target or integer labels), position = code
 TARGET_DTYPES = ("float32", "int64", "int32", "uint8")
 
+#: stat sets that the C++ passes compile for (fp32 logits, int64 labels, a softmax over 2 to 5 channels, in the
+#: AVX2 and AVX-512 builds): Dice-CE with squared (the paper's eq. 3) or plain denominators, alone or with GSL, the
+#: Boundary loss or the Hausdorff loss, which are the objectives of ``fastgsl.train`` and of the nnU-Net trainers.
+#: A set known when the pass is compiled loses its per-group tests; every other set runs the build that reads it
+#: at run time, which adds in the same order and gives the same bits.  The gradient pass compiles each set's
+#: P-dependent part (:data:`P_STATS`).  Each entry costs about 10 s of compile time.
+_DICE_CE = (frozenset({I, SP2, ST2, CE}), frozenset({I, SP, ST, CE}))
+COMPILED_NEEDS = tuple(dice | extra for dice in _DICE_CE
+                       for extra in (frozenset(), frozenset({SURF, D2}), frozenset({DP}), frozenset({HAUS})))
+
 #: what the C++ library must report (``fastgsl_stats_layout()``) to be loaded
 LAYOUT_SIGNATURE = ";".join(",".join(names) for names in (STAT_NAMES, ACTIVATIONS, LOGIT_DTYPES, TARGET_DTYPES))
 
@@ -65,6 +75,14 @@ LAYOUT_SIGNATURE = ";".join(",".join(names) for names in (STAT_NAMES, ACTIVATION
 def mask_of(stats) -> int:
     """The bit mask of a set of stat indices (bit ``k`` for stat ``k``), as the kernels take it."""
     return sum(1 << k for k in stats)
+
+
+def _compiled_masks(sets) -> list:
+    masks = []
+    for needs in sets:
+        if mask_of(needs) not in masks:
+            masks.append(mask_of(needs))
+    return masks
 
 
 _CXX_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32", "uint8": "U8"}
@@ -86,6 +104,10 @@ def cxx_header() -> str:
         enum("Z_", [_CXX_DTYPE[d] for d in LOGIT_DTYPES]),
         enum("T_", [_CXX_DTYPE[d] for d in TARGET_DTYPES]),
         f'#define FASTGSL_STATS_LAYOUT "{LAYOUT_SIGNATURE}"',
+        "// The stat sets with builds of their own (COMPILED_NEEDS): X(forward mask) and, deduplicated, Y(gradient mask)",
+        "#define FASTGSL_STATS_NEED_LIST " + " ".join(f"X({m})" for m in _compiled_masks(COMPILED_NEEDS)),
+        "#define FASTGSL_STATS_GRAD_NEED_LIST " + " ".join(
+            f"Y({m})" for m in _compiled_masks(n & P_STATS for n in COMPILED_NEEDS)),
         "",
     ])
 
