@@ -117,6 +117,36 @@ def main():
           f"({moved / ours_s / 1e9:.2f} GB/s) against {copy_s * 1e3:.1f} ms ({moved / copy_s / 1e9:.2f} GB/s): "
           f"fastgsl runs at {copy_s / ours_s:.0%} of the copy bandwidth (best against best); the median of the "
           f"rounds' own ratios is {sorted(ratios)[len(ratios) // 2]:.0%}")
+    team = after_torch_op(step, copy_step(moved))
+    if team:
+        print("The step right after a torch copy (best of 11 each, in turns): "
+              f"{team['team'] * 1e3:.1f} ms on torch's OpenMP team, {team['threads'] * 1e3:.1f} ms on std::threads")
+
+
+def after_torch_op(step, torch_op, rounds: int = 11):
+    """Best time of ``step`` right after ``torch_op``, with the host library on torch's OpenMP team and on its own
+    std::threads, in turns; None where there is no team to share (see ``fastgsl._native``)."""
+    import time
+
+    from fastgsl import _native
+    from fastgsl.ops.voxel_stats import host
+
+    launcher, _ = _native.openmp_team()
+    lib = host.native_library()
+    if launcher is None or lib is None:
+        return None
+    best = {"team": float("inf"), "threads": float("inf")}
+    try:
+        for _ in range(rounds):
+            for mode in best:
+                lib.fastgsl_host_set_team(launcher if mode == "team" else None)
+                torch_op()
+                t0 = time.perf_counter()
+                step()
+                best[mode] = min(best[mode], time.perf_counter() - t0)
+    finally:
+        lib.fastgsl_host_set_team(launcher)
+    return best
 
 
 def alternate(step, copy, rounds: int = 15):
