@@ -18,31 +18,24 @@ A variant is compiled like the loader does it, e.g. from a copy of ``kernels/`` 
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import time
 
 import torch
 
+from fastgsl.ops.voxel_stats import host
 from fastgsl.ops.voxel_stats.layout import (ACT_CODE, CE, D2, I, K, LOGIT_DTYPES, P_STATS, SP2, ST2, SURF,
                                             TARGET_DTYPES, mask_of)
 
 NEEDS = frozenset({I, SP2, ST2, CE, SURF, D2})  # Dice-CE (squared) + GSL, as benchmarks/benchmark_losses.py
 
 
-def _open(path: str) -> ctypes.CDLL:
-    vp, ll, i32 = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
-    lib = ctypes.CDLL(path)
-    lib.fastgsl_stats_forward.argtypes = [vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32, vp]
-    lib.fastgsl_stats_backward.argtypes = [vp, vp, i32, vp, i32, vp, vp, vp, ll, ll, ll, i32, i32, ll, i32, i32]
-    return lib
-
-
 def main(paths):
     if len(paths) < 2:
         raise SystemExit("usage: python -m benchmarks.ab_stats_builds LIB.so LIB.so [LIB.so ...]")
-    libs = [_open(p) for p in paths]
+    # bound like the loader binds its own build (ABI and layout checked), on torch's OpenMP team
+    libs = [host.host_library.open(p) for p in paths]
     threads = int(os.environ.get("FASTGSL_AB_THREADS", "2"))
     size = int(os.environ.get("FASTGSL_AB_SIZE", "96"))
     rounds = int(os.environ.get("FASTGSL_AB_ROUNDS", "9"))

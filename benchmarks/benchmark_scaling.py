@@ -163,9 +163,19 @@ def measure(sizes=SIZES, peer_max=PEER_MAX):
     return out
 
 
+def cpu_name() -> str:
+    """The CPU's model name where Linux reports it (``platform.processor()`` often says only ``x86_64``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def plot(results, path: Path):

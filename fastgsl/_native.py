@@ -108,7 +108,8 @@ class HostLibrary:
     def digest(self, kdir: Path | None = None) -> str:
         return manifest.source_hash(kdir or self.kernel_dir(), self.sources)
 
-    def _open(self, path) -> ctypes.CDLL:
+    def open(self, path) -> ctypes.CDLL:
+        """The library at ``path``, bound (``bind``) and handed torch's OpenMP team where it takes one."""
         lib = self.bind(ctypes.CDLL(str(path)))
         getattr(lib, f"{self.prefix}_source_hash").restype = ctypes.c_char_p
         if hasattr(lib, "fastgsl_host_set_team"):  # every library that includes kernels/host_parallel.h
@@ -154,7 +155,7 @@ class HostLibrary:
             if not p.exists():
                 continue
             try:
-                lib = self._open(p)
+                lib = self.open(p)
             except (OSError, AttributeError) as e:
                 errors.append(f"{p}: {e}")
                 continue
@@ -164,7 +165,7 @@ class HostLibrary:
         if have_src:
             try:
                 p = self.compile(kdir, digest)
-                return self._open(p), str(p)
+                return self.open(p), str(p)
             except (OSError, AttributeError, subprocess.SubprocessError) as e:
                 errors.append(str(e))
         if stale:
