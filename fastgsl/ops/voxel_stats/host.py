@@ -21,6 +21,7 @@ import os
 import torch
 
 from fastgsl import _native, observe
+from fastgsl.ops import workspace
 from fastgsl.kernels import manifest
 from fastgsl.ops.voxel_stats.layout import (ACT_CODE, CE, D2, DP, DTM_STATS, HAUS, I, K, LAYOUT_SIGNATURE,
                                             LOGIT_DTYPES, P_STATS, SP, SP2, ST, ST2, SURF, TARGET_DTYPES, mask_of)
@@ -307,7 +308,7 @@ def _backward_native(lib, grad_stats, logits, target, dtm, dtm_pred, spec, isa: 
     B, C = z.shape[:2]
     n = z[0, 0].numel() if B else 0
     gs = grad_stats.to(torch.float32).contiguous()
-    grad = torch.empty_like(z, memory_format=torch.contiguous_format)
+    grad = workspace.recycled_empty(z.shape, z.dtype)  # a large one: memory that a freed gradient used
     if B * n == 0:
         return grad.reshape(logits.shape)
     rc = lib.fastgsl_stats_backward(gs.data_ptr(), z.data_ptr(), _Z_CODE[z.dtype], t.data_ptr(), _T_CODE[t.dtype],
