@@ -57,8 +57,9 @@ def _unused(i: int) -> bool:
 
 def recycled_empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised contiguous CPU tensor of ``shape`` and ``dtype``; above :data:`RECYCLE_MIN_BYTES`, over
-    memory recycled from an earlier result that is no longer referenced (see the module's docstring)."""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    memory recycled from an earlier result that is no longer referenced (see the module's docstring).  Such a
+    tensor's storage cannot grow: ``resize_`` to more elements raises, as for any ``torch.frombuffer`` tensor."""
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < RECYCLE_MIN_BYTES or os.environ.get("FASTGSL_RECYCLE", "1") == "0":
         return torch.empty(shape, dtype=dtype)
     need = nbytes + _ALIGN

@@ -21,8 +21,8 @@ import os
 import torch
 
 from fastgsl import _native, observe
-from fastgsl.ops import workspace
 from fastgsl.kernels import manifest
+from fastgsl.ops import workspace
 from fastgsl.ops.voxel_stats.layout import (ACT_CODE, CE, D2, DP, DTM_STATS, HAUS, I, K, LAYOUT_SIGNATURE,
                                             LOGIT_DTYPES, P_STATS, SP, SP2, ST, ST2, SURF, TARGET_DTYPES, mask_of)
 from fastgsl.ops.voxel_stats.spec import StatSpec
