@@ -49,6 +49,11 @@ def test_a_block_is_reused_only_once_nothing_holds_it(pool, dtype):
     assert len(pool) == 1 and _in_pool(d, pool)
 
 
+def test_other_devices_use_their_own_allocator(pool):
+    t = workspace.recycled_empty((SMALL,), torch.float32, device="meta")
+    assert t.device.type == "meta" and t.shape == (SMALL,) and not pool
+
+
 def test_small_results_and_the_switch_use_ordinary_memory(pool, monkeypatch):
     assert not _in_pool(workspace.recycled_empty((SMALL // 4 - 1,), torch.float32), pool) and not pool
     assert _in_pool(workspace.recycled_empty((SMALL // 4,), torch.float32), pool)

@@ -286,8 +286,7 @@ def _run(src: torch.Tensor, *, nonzero: bool, C: int, shape, spacing, mode: int,
     else:
         F = torch.empty(items * N, dtype=torch.float64, device=device)
     if out is None:  # on the host a large result reuses the memory of a freed one (see fastgsl.ops.workspace)
-        out = (workspace.recycled_empty((items * N,), torch.float32) if device.type == "cpu"
-               else torch.empty(items * N, dtype=torch.float32, device=device))
+        out = workspace.recycled_empty((items * N,), torch.float32, device)
     engine.first(src, F, items * n0 * n1, C, nonzero, n0, n1, n2, spacing[-1], mode)
     for ax in range(len(shape) - 2, -1, -1):
         n = shape[ax]

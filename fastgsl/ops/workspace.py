@@ -55,20 +55,23 @@ def _unused(i: int) -> bool:
     return sys.getrefcount(_pool[i]) == 2
 
 
-def recycled_empty(shape, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised contiguous CPU tensor of ``shape`` and ``dtype``; above :data:`RECYCLE_MIN_BYTES`, over
-    memory recycled from an earlier result that is no longer referenced (see the module's docstring).  Such a
-    tensor's storage cannot grow: ``resize_`` to more elements raises, as for any ``torch.frombuffer`` tensor."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < RECYCLE_MIN_BYTES or os.environ.get("FASTGSL_RECYCLE", "1") == "0":
-        return torch.empty(shape, dtype=dtype)
+def recycled_empty(shape, dtype: torch.dtype, device="cpu") -> torch.Tensor:
+    """An uninitialised contiguous tensor of ``shape`` and ``dtype`` on ``device``; on the CPU and above
+    :data:`RECYCLE_MIN_BYTES`, over memory recycled from an earlier result that is no longer referenced (see the
+    module's docstring; other devices have their own caching allocator).  Such a tensor's storage cannot grow:
+    ``resize_`` to more elements raises, as for any ``torch.frombuffer`` tensor."""
+    numel = math.prod(shape)
+    nbytes = numel * dtype.itemsize
+    if (torch.device(device).type != "cpu" or nbytes < RECYCLE_MIN_BYTES
+            or os.environ.get("FASTGSL_RECYCLE", "1") == "0"):
+        return torch.empty(shape, dtype=dtype, device=device)
     need = nbytes + _ALIGN
     with _pool_lock:
-        fits = [i for i in range(len(_pool)) if _unused(i) and need <= len(_pool[i]) <= 2 * need]
+        unused = [i for i in range(len(_pool)) if _unused(i)]
+        fits = [i for i in unused if need <= len(_pool[i]) <= 2 * need]
         if fits:
             block = _pool[min(fits, key=lambda i: len(_pool[i]))]
         else:
-            unused = [i for i in range(len(_pool)) if _unused(i)]
             while unused and len(_pool) >= _POOL_BLOCKS:  # make room by dropping blocks nobody holds
                 del _pool[unused.pop()]
             if len(_pool) >= _POOL_BLOCKS:  # every block is in use: an ordinary allocation
@@ -77,7 +80,7 @@ def recycled_empty(shape, dtype: torch.dtype) -> torch.Tensor:
             _pool.append(block)
         base = torch.frombuffer(block, dtype=torch.uint8, count=1).data_ptr()
         offset = -base % _ALIGN
-        return torch.frombuffer(block, dtype=dtype, count=math.prod(shape), offset=offset).view(shape)
+        return torch.frombuffer(block, dtype=dtype, count=numel, offset=offset).view(shape)
 
 
 def release() -> None:
